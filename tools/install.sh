@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# One-command install of beit3-mm and the OpenMMLab stack into an isolated venv.
+#
+#   bash tools/install.sh            # venv at ./.venv (override: BEIT3_MM_VENV=path)
+#
+# mmcv 2.1.0 has no wheels for this torch, so it is built from its source
+# (ops included) once and the wheel is cached under ~/.cache/beit3_mm; a second
+# run only checks what is installed. The CUDA ops are built when torch sees a
+# GPU or FORCE_CUDA=1 is set (set TORCH_CUDA_ARCH_LIST on build-only hosts);
+# otherwise the CPU ops are built. MAX_JOBS sets the compile parallelism.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${BEIT3_MM_VENV:-$ROOT/.venv}"
+PYTHON="${PYTHON:-python3.11}"
+CACHE="${BEIT3_MM_CACHE:-$HOME/.cache/beit3_mm}"
+TORCH_SPEC="torch==2.14.1 torchvision==0.29.1"
+MMCV_VERSION=2.1.0
+
+log() { printf '\033[1;34m[install]\033[0m %s\n' "$*"; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating venv $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+PIP=("$PY" -m pip install --disable-pip-version-check --progress-bar off)
+
+log "build tools and torch"
+"${PIP[@]}" -q "pip>=24" "setuptools>=77,<80" wheel ninja
+"${PIP[@]}" -q $TORCH_SPEC "numpy<2" "opencv-python<4.12"
+
+# ---- mmcv (full, with ops) --------------------------------------------------
+if "$PY" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$MMCV_VERSION'" 2>/dev/null; then
+  log "mmcv $MMCV_VERSION with ops already installed"
+else
+  TORCH_TAG="$("$PY" -c 'import torch; print(torch.__version__.replace("+", "_"))')"
+  if [ "${FORCE_CUDA:-0}" = 1 ] || "$PY" -c 'import torch, sys; sys.exit(not torch.cuda.is_available())'; then
+    export FORCE_CUDA=1; FLAVOUR=cuda
+  else
+    FLAVOUR=cpu
+  fi
+  WHEELDIR="$CACHE/mmcv-$MMCV_VERSION-torch$TORCH_TAG-$FLAVOUR"
+  if ! ls "$WHEELDIR"/mmcv-*.whl >/dev/null 2>&1; then
+    log "building mmcv $MMCV_VERSION ($FLAVOUR ops) from source; this takes ~20 minutes on 2 cores"
+    SRC="$(mktemp -d)"
+    "$PY" -m pip download -q --no-deps --no-binary :all: --no-build-isolation \
+      "mmcv==$MMCV_VERSION" -d "$SRC"
+    tar -xzf "$SRC"/mmcv-$MMCV_VERSION.tar.gz -C "$SRC"
+    # torch >= 2.10 headers need C++20; mmcv 2.1.0 hard-codes -std=c++17
+    # for both the host compiler and nvcc.
+    sed -i 's/-std=c++17/-std=c++20/g' "$SRC/mmcv-$MMCV_VERSION/setup.py"
+    MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
+      "$PY" -m pip wheel -q --no-deps --no-build-isolation \
+      "$SRC/mmcv-$MMCV_VERSION" -w "$WHEELDIR.tmp"
+    mv "$WHEELDIR.tmp" "$WHEELDIR"
+    rm -rf "$SRC"
+  fi
+  "${PIP[@]}" -q --no-deps --force-reinstall "$WHEELDIR"/mmcv-*.whl
+fi
+
+# ---- beit3_mm and the rest of the stack ------------------------------------
+log "beit3_mm and the OpenMMLab stack"
+"${PIP[@]}" -q -e "$ROOT[tests]"
+# torchscale is a test-only reference; its pins (old timm, fairscale) clash
+# with the stack, and the BEiT-3 path needs neither pin.
+"${PIP[@]}" -q --no-deps "torchscale==0.3.0" "fairscale==0.4.13"
+
+"$PY" -c "import beit3_mm, mmcv.ops, mmdet, mmseg, mmpretrain; print('beit3_mm', beit3_mm.__version__, 'ready')"
