@@ -1,0 +1,3 @@
+from .beit3 import BEiT3
+
+__all__ = ['BEiT3']

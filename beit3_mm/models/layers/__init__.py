@@ -1,0 +1,10 @@
+from .embedding import (NUM_VISION_EXTRA_ROWS, POS_OFFSET, VisionEmbedding,
+                        resize_vision_pos_table, vision_table_grid)
+from .multiway import (FeedForward, Multiway, MultiwayAttention,
+                       MultiwayTransformerLayer)
+
+__all__ = [
+    'VisionEmbedding', 'resize_vision_pos_table', 'vision_table_grid',
+    'POS_OFFSET', 'NUM_VISION_EXTRA_ROWS', 'Multiway', 'MultiwayAttention',
+    'FeedForward', 'MultiwayTransformerLayer'
+]

@@ -1,0 +1,172 @@
+"""The multiway transformer layer of BEiT-3.
+
+Every layer holds a vision expert ``A`` and a language expert ``B`` for each
+projection, norm and FFN; only the attention softmax is shared, over the whole
+concatenated sequence. The image tokens and the text tokens travel as two
+separate streams ``(x_v, x_t)`` (either may be ``None``), so the experts run
+on their own tokens without the split/concatenate around every projection that
+the reference does; the streams meet only in attention.
+"""
+from typing import Callable, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmcv.cnn.bricks.drop import DropPath
+from torch.utils.checkpoint import checkpoint
+
+Tensor = torch.Tensor
+Streams = Tuple[Optional[Tensor], Optional[Tensor]]
+
+LN_EPS = 1e-5
+
+
+def _layer_norm(dims: int) -> nn.LayerNorm:
+    return nn.LayerNorm(dims, eps=LN_EPS)
+
+
+class Multiway(nn.Module):
+    """A vision expert ``A`` and a language expert ``B``.
+
+    ``B`` is ``None`` in a vision-only model: it is then neither allocated
+    nor seen by DDP.
+    """
+
+    def __init__(self, vision: nn.Module, language: Optional[nn.Module]):
+        super().__init__()
+        self.A = vision
+        self.B = language
+
+    @classmethod
+    def pair(cls, build: Callable[[], nn.Module],
+             with_language: bool = True) -> 'Multiway':
+        """Two experts of the same form built by ``build``."""
+        return cls(build(), build() if with_language else None)
+
+    def forward(self, x_v: Optional[Tensor],
+                x_t: Optional[Tensor]) -> Streams:
+        return (None if x_v is None else self.A(x_v),
+                None if x_t is None else self.B(x_t))
+
+
+class FeedForward(nn.Module):
+    """fc1 -> GELU (float32, exact) -> sub-LayerNorm -> fc2."""
+
+    def __init__(self, embed_dims: int, feedforward_channels: int):
+        super().__init__()
+        self.fc1 = nn.Linear(embed_dims, feedforward_channels)
+        self.ffn_layernorm = _layer_norm(feedforward_channels)
+        self.fc2 = nn.Linear(feedforward_channels, embed_dims)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.fc1(x)
+        x = F.gelu(x.float()).type_as(x)
+        return self.fc2(self.ffn_layernorm(x))
+
+
+class MultiwayAttention(nn.Module):
+    """Multi-head attention with per-modality projections and one softmax.
+
+    Args:
+        embed_dims (int): D.
+        num_heads (int): H; D must divide by it.
+        with_language (bool): build the language experts.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int,
+                 with_language: bool = True):
+        super().__init__()
+        if embed_dims % num_heads:
+            raise ValueError(f'embed_dims={embed_dims} is not divisible by '
+                             f'num_heads={num_heads}')
+        self.num_heads = num_heads
+        self.head_dims = embed_dims // num_heads
+        linear = lambda: nn.Linear(embed_dims, embed_dims)  # noqa: E731
+        self.k_proj = Multiway.pair(linear, with_language)
+        self.v_proj = Multiway.pair(linear, with_language)
+        self.q_proj = Multiway.pair(linear, with_language)
+        self.out_proj = Multiway.pair(linear, with_language)
+        self.inner_attn_ln = Multiway.pair(lambda: _layer_norm(embed_dims),
+                                           with_language)
+
+    def _heads(self, x: Optional[Tensor]) -> Optional[Tensor]:
+        if x is None:
+            return None
+        B, N, _ = x.shape
+        return x.view(B, N, self.num_heads, self.head_dims).transpose(1, 2)
+
+    @staticmethod
+    def _join(x_v: Optional[Tensor], x_t: Optional[Tensor]) -> Tensor:
+        if x_v is None or x_t is None:
+            return x_t if x_v is None else x_v
+        return torch.cat((x_v, x_t), dim=2)
+
+    def forward(self, x_v: Optional[Tensor], x_t: Optional[Tensor],
+                attn_mask: Optional[Tensor] = None) -> Streams:
+        """Attend over the concatenation [image tokens, text tokens].
+
+        Args:
+            x_v, x_t: (B, N, D) image and (B, M, D) text tokens, or None.
+            attn_mask: bool, True where attention is allowed, broadcastable
+                to (B, H, N + M, N + M); None for full attention.
+        """
+        q = self._join(*map(self._heads, self.q_proj(x_v, x_t)))
+        k = self._join(*map(self._heads, self.k_proj(x_v, x_t)))
+        v = self._join(*map(self._heads, self.v_proj(x_v, x_t)))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        B, H, T, C = out.shape
+        out = out.transpose(1, 2).reshape(B, T, H * C)
+        n_v = 0 if x_v is None else x_v.shape[1]
+        o_v = out[:, :n_v] if x_v is not None else None
+        o_t = out[:, n_v:] if x_t is not None else None
+        return self.out_proj(*self.inner_attn_ln(o_v, o_t))
+
+
+def _residual(x: Streams, y: Streams, drop_path: nn.Module) -> Streams:
+    return tuple(None if a is None else a + drop_path(b)
+                 for a, b in zip(x, y))
+
+
+class MultiwayTransformerLayer(nn.Module):
+    """Pre-LN BEiT-3 layer with Magneto sub-LayerNorms.
+
+    Parameter names follow the released checkpoints:
+    ``self_attn.*``, ``self_attn_layer_norm.{A,B}``, ``ffn.{A,B}.*`` and
+    ``final_layer_norm.{A,B}`` (the norm before the FFN).
+    """
+
+    def __init__(self,
+                 embed_dims: int,
+                 num_heads: int,
+                 feedforward_channels: int,
+                 drop_path_rate: float = 0.,
+                 with_language: bool = True,
+                 with_cp: bool = False):
+        super().__init__()
+        self.self_attn = MultiwayAttention(embed_dims, num_heads,
+                                           with_language)
+        self.self_attn_layer_norm = Multiway.pair(
+            lambda: _layer_norm(embed_dims), with_language)
+        self.ffn = Multiway.pair(
+            lambda: FeedForward(embed_dims, feedforward_channels),
+            with_language)
+        self.final_layer_norm = Multiway.pair(
+            lambda: _layer_norm(embed_dims), with_language)
+        self.drop_path = (DropPath(drop_path_rate)
+                          if drop_path_rate > 0 else nn.Identity())
+        self.with_cp = with_cp
+
+    def _forward(self, x_v: Optional[Tensor], x_t: Optional[Tensor],
+                 attn_mask: Optional[Tensor]) -> Streams:
+        x = (x_v, x_t)
+        h = self.self_attn(*self.self_attn_layer_norm(*x), attn_mask)
+        x = _residual(x, h, self.drop_path)
+        h = self.ffn(*self.final_layer_norm(*x))
+        return _residual(x, h, self.drop_path)
+
+    def forward(self, x_v: Optional[Tensor], x_t: Optional[Tensor],
+                attn_mask: Optional[Tensor] = None) -> Streams:
+        if self.with_cp and torch.is_grad_enabled():
+            return checkpoint(self._forward, x_v, x_t, attn_mask,
+                              use_reentrant=False)
+        return self._forward(x_v, x_t, attn_mask)

@@ -1,0 +1,168 @@
+"""Reading the released BEiT-3 files into beit3_mm models.
+
+Every released file is ``{'model': state_dict}`` with the backbone under
+``beit3.`` and task heads at the top level; the official training script's
+full checkpoints add ``optimizer``, ``args``, ``epoch`` and ``scaler``;
+beit3_mm's own (mmengine) checkpoints put the backbone under ``backbone.``.
+These helpers find the backbone part in any of them, fit it to a given
+:class:`~beit3_mm.models.BEiT3` and say what they left out.
+"""
+import re
+from collections import Counter
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from mmengine.logging import MMLogger, print_log
+
+from beit3_mm.utils import read_checkpoint
+from ..layers import resize_vision_pos_table, vision_table_grid
+
+Tensor = torch.Tensor
+StateDict = Dict[str, Tensor]
+
+BACKBONE_PREFIXES = ('beit3.', 'backbone.')
+BACKBONE_ROOTS = ('text_embed.', 'vision_embed.', 'encoder.')
+VISION_POS_KEY = 'encoder.embed_positions.A.weight'
+_LANGUAGE_KEY = re.compile(r'^text_embed\.|(^|\.)B\.')
+
+
+def is_language_key(key: str) -> bool:
+    """Whether a backbone key belongs to the language half."""
+    return bool(_LANGUAGE_KEY.search(key))
+
+
+def model_state_dict(ckpt: Any, path: str) -> StateDict:
+    """The model weights of a released, official-training or mmengine file."""
+    if isinstance(ckpt, dict):
+        for key in ('model', 'state_dict', 'module'):
+            if isinstance(ckpt.get(key), dict):
+                return ckpt[key]
+        if ckpt and all(isinstance(v, Tensor) for v in ckpt.values()):
+            return ckpt
+    raise ValueError(
+        f'{path}: no model weights found; expected a dict with "model" '
+        f'(released files), "state_dict" (mmengine) or a flat state dict, '
+        f'got keys {list(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt)}')
+
+
+def split_backbone(state: StateDict) -> Tuple[StateDict, StateDict]:
+    """Split into (backbone keys without their prefix, all other keys)."""
+    for prefix in BACKBONE_PREFIXES:
+        if any(k.startswith(prefix) for k in state):
+            break
+    else:
+        prefix = ''
+    backbone, others = {}, {}
+    for k, v in state.items():
+        if prefix and k.startswith(prefix):
+            backbone[k[len(prefix):]] = v
+        elif not prefix and k.startswith(BACKBONE_ROOTS):
+            backbone[k] = v
+        else:
+            others[k] = v
+    return backbone, others
+
+
+def summarize_keys(keys: List[str]) -> str:
+    """Keys counted by module, e.g. 'mim_head.* (2), encoder.layers.* (80)'.
+    """
+    counts = Counter(
+        '.'.join(k.split('.')[:-1][:2]) + '.*' if '.' in k else k
+        for k in keys)
+    return ', '.join(f'{g} ({n})' for g, n in sorted(counts.items()))
+
+
+def fit_backbone_state(backbone: StateDict, others: StateDict, model,
+                       source: str) -> Tuple[StateDict, List[str]]:
+    """Fit released backbone weights to ``model`` (a ``BEiT3``).
+
+    Drops the language half for a vision-only model and the output norm for
+    a model without one, takes the released classifier's top-level
+    ``fc_norm`` for a model that has one, and resizes the vision position
+    table to the model's grid.
+
+    Returns:
+        The state dict to load (strictly, except a missing ``fc_norm``) and
+        the lines of a summary.
+
+    Raises:
+        KeyError: a backbone key of the model is missing from the file, or
+            the file holds backbone keys the model does not have.
+        ValueError: a shape that cannot be mapped.
+    """
+    target = model.state_dict()
+    state, notes = {}, []
+    dropped = Counter()
+    if model.fc_norm is not None and 'fc_norm.weight' not in backbone:
+        backbone = dict(backbone, **{
+            k: v for k, v in others.items() if k.startswith('fc_norm.')})
+    unexpected = []
+    for k, v in backbone.items():
+        if k in target:
+            state[k] = v
+        elif not model.with_language and is_language_key(k):
+            dropped['the language half (with_language=False)'] += 1
+        elif k.startswith('encoder.layer_norm.') and not model.output_norm:
+            dropped['the output norm encoder.layer_norm (output_norm=False)'
+                    ] += 1
+        else:
+            unexpected.append(k)
+    if unexpected:
+        raise KeyError(f'{source} holds backbone keys that this BEiT3 '
+                       f'(arch={model.arch_settings}) does not have: '
+                       f'{summarize_keys(unexpected)}; first: {unexpected[0]}')
+
+    if VISION_POS_KEY in state:
+        table = state[VISION_POS_KEY]
+        src = vision_table_grid(table.shape[0])
+        if src != tuple(model.patch_resolution):
+            state[VISION_POS_KEY] = resize_vision_pos_table(
+                table, src, model.patch_resolution)
+            notes.append(f'vision position table resized from grid {src} to '
+                         f'{tuple(model.patch_resolution)}')
+
+    missing = [k for k in target if k not in state]
+    fresh = [k for k in missing if k.startswith('fc_norm.')]
+    missing = [k for k in missing if k not in fresh]
+    if missing:
+        raise KeyError(f'{source} lacks {len(missing)} backbone keys the '
+                       f'model needs: {summarize_keys(missing)}; first: {missing[0]}')
+    for k, v in state.items():
+        if v.shape != target[k].shape:
+            raise ValueError(f'{source}: {k} has shape {tuple(v.shape)}, the '
+                             f'model expects {tuple(target[k].shape)}')
+    notes += [f'left out {what}: {n} tensors' for what, n in dropped.items()]
+    if fresh:
+        notes.append('fc_norm is not in the file and keeps its init')
+    return state, notes
+
+
+def load_beit3_checkpoint(model,
+                          path: str,
+                          logger: Optional[MMLogger] = None) -> List[str]:
+    """Load the backbone part of any BEiT-3 file into ``model``.
+
+    Args:
+        model (BEiT3): the backbone.
+        path (str): a released file, an official training checkpoint or a
+            beit3_mm (mmengine) checkpoint.
+        logger: where the one-paragraph summary goes.
+
+    Returns:
+        The summary lines.
+    """
+    backbone, others = split_backbone(
+        model_state_dict(read_checkpoint(path), path))
+    if not backbone:
+        raise KeyError(f'{path} holds no BEiT-3 backbone keys (looked for '
+                       f'prefixes {BACKBONE_PREFIXES} and roots '
+                       f'{BACKBONE_ROOTS})')
+    state, notes = fit_backbone_state(backbone, others, model, path)
+    model.load_state_dict(state, strict=False)
+    heads = [k for k in others if not k.startswith('fc_norm.')]
+    if heads:
+        notes.append(f'left out non-backbone keys: {summarize_keys(heads)}')
+    lines = [f'loaded {len(state)} BEiT-3 backbone tensors from {path}'
+             ] + notes
+    print_log('; '.join(lines), logger=logger)
+    return lines
