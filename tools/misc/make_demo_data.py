@@ -1,0 +1,24 @@
+"""Generate the embedded demo datasets under ``data/``.
+
+    python tools/misc/make_demo_data.py classification --out data/demo_cls
+"""
+import argparse
+
+from beit3_mm.datasets import make_classification_demo
+
+TASKS = {'classification': make_classification_demo}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument('task', choices=sorted(TASKS))
+    parser.add_argument('--out', required=True, help='output folder')
+    parser.add_argument('--seed', type=int, default=0)
+    args = parser.parse_args()
+    classes = TASKS[args.task](args.out, seed=args.seed)
+    print(f'wrote the {args.task} demo set to {args.out} '
+          f'(classes: {", ".join(classes)})')
+
+
+if __name__ == '__main__':
+    main()

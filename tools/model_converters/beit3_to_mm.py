@@ -1,0 +1,129 @@
+"""Convert a released BEiT-3 file into a beit3-mm (mmengine) checkpoint.
+
+    python tools/model_converters/beit3_to_mm.py SRC DST [--img-size N]
+
+The kind of file is detected from its keys:
+
+=============  ==========================================  =================
+kind           keys beside ``beit3.*``                     beit3-mm model
+=============  ==========================================  =================
+pretrain       ``mim_head.*``, ``mlm_head.*``              backbone + heads
+itc/retrieval  ``vision_head``, ``language_head``,         retrieval model
+               ``logit_scale``
+in1k           ``fc_norm.*``, ``head.*``                   ImageClassifier
+vqa            ``pooler.*``, ``head.*``                    VQA model
+nlvr2          ``head.norm1.*`` ...                        NLVR2 model
+captioning     ``mlm_head.*``                              captioning model
+backbone       none                                        any
+=============  ==========================================  =================
+
+``beit3.*`` becomes ``backbone.*``; task heads keep their official names at
+the top level, except for the ImageNet classifier, which becomes an
+mmpretrain ``ImageClassifier`` (``backbone.fc_norm``, ``head.fc``, vision
+experts only). ``--img-size`` resizes the vision position table with the
+official bicubic formula. Official training checkpoints (with ``optimizer``,
+``args``, ...) are accepted; only their model weights are kept.
+"""
+import argparse
+import os
+import os.path as osp
+from typing import Dict, List, Optional, Tuple
+
+import torch
+
+from beit3_mm.models.layers import resize_vision_pos_table, vision_table_grid
+from beit3_mm.models.utils import (is_language_key, model_state_dict,
+                                   split_backbone, summarize_keys)
+from beit3_mm.models.utils.checkpoint import VISION_POS_KEY
+from beit3_mm.utils import read_checkpoint
+
+Tensor = torch.Tensor
+
+
+def detect_kind(others: Dict[str, Tensor]) -> str:
+    """The released task a file comes from, by its non-backbone keys."""
+    keys = set(others)
+    if 'mim_head.weight' in keys:
+        return 'pretrain'
+    if 'logit_scale' in keys:
+        return 'retrieval'
+    if 'fc_norm.weight' in keys:
+        return 'in1k'
+    if 'pooler.dense.weight' in keys:
+        return 'vqa'
+    if 'head.dense1.weight' in keys:
+        return 'nlvr2'
+    if 'mlm_head.weight' in keys:
+        return 'captioning'
+    if not keys:
+        return 'backbone'
+    raise ValueError(f'unrecognised BEiT-3 head keys: {sorted(keys)[:8]}')
+
+
+def convert(state: Dict[str, Tensor],
+            img_size: Optional[int] = None) -> Tuple[str, Dict[str, Tensor], List[str]]:
+    """Map a released state dict to beit3-mm names.
+
+    Returns:
+        The kind, the new state dict and the dropped keys.
+    """
+    backbone, others = split_backbone(state)
+    if not backbone:
+        raise KeyError('no BEiT-3 backbone keys (beit3.*) in the file')
+    kind = detect_kind(others)
+    if img_size is not None and VISION_POS_KEY in backbone:
+        table = backbone[VISION_POS_KEY]
+        src = vision_table_grid(table.shape[0])
+        patch = backbone['vision_embed.proj.weight'].shape[-1]
+        if img_size % patch:
+            raise ValueError(f'--img-size {img_size} is not divisible by the '
+                             f'patch size {patch}')
+        dst = (img_size // patch, ) * 2
+        backbone[VISION_POS_KEY] = resize_vision_pos_table(table, src, dst)
+
+    dropped = []
+    out = {}
+    for k, v in backbone.items():
+        # The ImageNet classifier runs the vision experts only and has no
+        # output norm.
+        if kind == 'in1k' and (is_language_key(k)
+                               or k.startswith('encoder.layer_norm.')):
+            dropped.append('beit3.' + k)
+            continue
+        out['backbone.' + k] = v
+    for k, v in others.items():
+        if kind == 'in1k':
+            k = ('backbone.' + k if k.startswith('fc_norm.') else
+                 k.replace('head.', 'head.fc.', 1))
+        out[k] = v
+    return kind, out, dropped
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument('src', help='released BEiT-3 .pth file')
+    parser.add_argument('dst', help='output mmengine checkpoint')
+    parser.add_argument(
+        '--img-size',
+        type=int,
+        help='resize the vision position table for this input size')
+    args = parser.parse_args()
+
+    state = model_state_dict(read_checkpoint(args.src), args.src)
+    kind, out, dropped = convert(state, args.img_size)
+    if osp.dirname(args.dst):
+        os.makedirs(osp.dirname(args.dst), exist_ok=True)
+    torch.save(
+        dict(state_dict=out,
+             meta=dict(beit3_kind=kind, source=osp.basename(args.src),
+                       img_size=args.img_size)), args.dst)
+    print(f'{args.src}: {kind} file, {len(state)} tensors')
+    print(f'mapped {len(out)}: {summarize_keys(list(out))}')
+    print(f'dropped {len(dropped)}' +
+          (f': {summarize_keys(dropped)}' if dropped else ''))
+    print(f'saved {args.dst}')
+
+
+if __name__ == '__main__':
+    main()
