@@ -1,0 +1,103 @@
+"""Shared test helpers: tiny archs, the torchscale reference, synthetic
+released checkpoints."""
+import argparse
+from typing import Dict, Optional
+
+import torch
+
+TINY = dict(
+    embed_dims=32,
+    num_layers=2,
+    num_heads=4,
+    feedforward_channels=64,
+    patch_size=8)
+TINY_IMG = 32
+VOCAB = 100
+
+
+def torchscale_beit3(arch: dict, img_size: int, vocab_size: int = VOCAB,
+                     output_norm: bool = True, seed: int = 0):
+    """The official backbone (torchscale) with random, non-trivial weights."""
+    from torchscale.architecture.config import EncoderConfig
+    from torchscale.model.BEiT3 import BEiT3 as RefBEiT3
+    args = EncoderConfig(
+        img_size=img_size,
+        patch_size=arch['patch_size'],
+        vocab_size=vocab_size,
+        multiway=True,
+        layernorm_embedding=False,
+        normalize_output=output_norm,
+        no_output_layer=True,
+        drop_path_rate=0.,
+        encoder_embed_dim=arch['embed_dims'],
+        encoder_attention_heads=arch['num_heads'],
+        encoder_ffn_embed_dim=arch['feedforward_channels'],
+        encoder_layers=arch['num_layers'],
+        checkpoint_activations=False)
+    model = RefBEiT3(args).eval()
+    randomize_(model, seed)
+    return model
+
+
+def randomize_(module: torch.nn.Module, seed: int = 0) -> None:
+    """Fill every tensor with random values (norm weights around 1), so that
+    a swapped or ignored tensor changes the outputs."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            noise = torch.randn(p.shape, generator=gen)
+            if 'norm' in name or '_ln' in name:
+                p.copy_(1 + 0.1 * noise if name.endswith('weight') else
+                        0.1 * noise)
+            else:
+                p.copy_(0.05 * noise)
+
+
+def released_state(backbone: Dict[str, torch.Tensor],
+                   heads: Optional[Dict[str, torch.Tensor]] = None) -> dict:
+    """A state dict in the released layout: ``beit3.`` + backbone keys."""
+    state = {'beit3.' + k: v.clone() for k, v in backbone.items()}
+    state.update(heads or {})
+    return state
+
+
+def save_released(path, backbone, heads=None, official_training=False):
+    """Write a released file (``{'model': ...}``), or one saved by the
+    official training script (with ``args``, ``optimizer``, ...)."""
+    ckpt = {'model': released_state(backbone, heads)}
+    if official_training:
+        ckpt.update(
+            optimizer={'state': {}, 'param_groups': [{'lr': 1e-3}]},
+            epoch=3,
+            scaler={'scale': 65536.0},
+            args=argparse.Namespace(model='beit3_base_patch16_224', lr=7e-4))
+    torch.save(ckpt, path)
+    return str(path)
+
+
+def pretrain_heads(dims: int, vocab: int = VOCAB) -> Dict[str, torch.Tensor]:
+    return {
+        'mim_head.weight': torch.randn(8192, dims),
+        'mim_head.bias': torch.randn(8192),
+        'mlm_head.weight': torch.randn(vocab, dims),
+        'mlm_head.bias': torch.randn(vocab),
+    }
+
+
+def official_resize(table: torch.Tensor, new_size: int) -> torch.Tensor:
+    """The position-table interpolation of unilm/beit3 utils.py,
+    ``load_model_and_may_interpolate``, written out as there."""
+    num_extra_tokens = 3
+    embedding_size = table.shape[-1]
+    orig_size = int((table.shape[-2] - num_extra_tokens)**0.5)
+    extra_tokens = table[:num_extra_tokens].unsqueeze(0)
+    pos_tokens = table[num_extra_tokens:]
+    pos_tokens = pos_tokens.reshape(-1, orig_size, orig_size,
+                                    embedding_size).permute(0, 3, 1, 2)
+    pos_tokens = torch.nn.functional.interpolate(
+        pos_tokens,
+        size=(new_size, new_size),
+        mode='bicubic',
+        align_corners=False)
+    pos_tokens = pos_tokens.permute(0, 2, 3, 1).flatten(1, 2)
+    return torch.cat((extra_tokens, pos_tokens), dim=1).squeeze(0)

@@ -1,0 +1,79 @@
+"""tools/train.py, tools/test.py and tools/dist_train.sh on the demo data,
+resuming, and a quiet import."""
+import glob
+import os
+import os.path as osp
+import re
+import subprocess
+import sys
+
+import pytest
+
+from beit3_mm.datasets import make_classification_demo
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DEMO_CFG = osp.join(
+    ROOT, 'configs/beit3/classification/beit3-tiny-p8_1xb32-40e_demo-shapes.py')
+
+
+def run(args, cwd, env=None):
+    proc = subprocess.run(
+        args, cwd=cwd, capture_output=True, text=True,
+        env=dict(os.environ, **(env or {})))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+@pytest.fixture(scope='module')
+def demo_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp('demo_cls')
+    make_classification_demo(str(root), num_train=8, num_val=4)
+    return str(root)
+
+
+def data_opts(root):
+    return [f'{split}_dataloader.dataset.data_root={root}'
+            for split in ('train', 'val', 'test')]
+
+
+def test_train_resume_and_test(tmp_path, demo_root):
+    work = str(tmp_path / 'work')
+    base = [sys.executable, osp.join(ROOT, 'tools/train.py'), DEMO_CFG,
+            '--work-dir', work, '--cfg-options', *data_opts(demo_root),
+            'train_cfg.val_interval=1']
+    out = run(base + ['train_cfg.max_epochs=2'], cwd=tmp_path)
+    assert 'Epoch(val) [2]' in out and 'accuracy/top1' in out
+    assert osp.isfile(osp.join(work, 'epoch_2.pth'))
+
+    out = run(base + ['train_cfg.max_epochs=3', '--resume'], cwd=tmp_path)
+    assert 'resumed epoch: 2' in out
+    assert re.search(r'Epoch\(train\) +\[3\]', out)
+    assert not re.search(r'Epoch\(train\) +\[1\]', out)
+
+    out = run([sys.executable, osp.join(ROOT, 'tools/test.py'), DEMO_CFG,
+               osp.join(work, 'epoch_3.pth'), '--work-dir', work,
+               '--out', osp.join(work, 'preds.pkl'), '--cfg-options',
+               *data_opts(demo_root)], cwd=tmp_path)
+    assert 'Epoch(test)' in out and 'accuracy/top1' in out
+    assert osp.isfile(osp.join(work, 'preds.pkl'))
+
+
+def test_dist_train_two_cpu_processes(tmp_path, demo_root):
+    work = str(tmp_path / 'work')
+    out = run([
+        'bash', osp.join(ROOT, 'tools/dist_train.sh'), DEMO_CFG, '2',
+        '--work-dir', work, '--cfg-options', *data_opts(demo_root),
+        'train_cfg.max_epochs=1', 'train_cfg.val_interval=1'
+    ], cwd=tmp_path, env=dict(PYTHON=sys.executable, PORT='29517'))
+    assert osp.isfile(osp.join(work, 'epoch_1.pth'))
+    log = open(glob.glob(osp.join(work, '*', '*.log'))[0]).read()
+    # mmengine reports the world size as 'GPU number'
+    assert 'Distributed training: True' in log and 'GPU number: 2' in log
+
+
+def test_import_is_quiet():
+    proc = subprocess.run([sys.executable, '-c', 'import beit3_mm'],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout == '' and proc.stderr == '', \
+        proc.stderr
