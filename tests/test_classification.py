@@ -121,3 +121,43 @@ def test_base_recipe_runs_a_training_step():
     assert torch.isfinite(losses['loss'])
     assert not torch.equal(before, model.backbone.encoder.layers[5].ffn.A
                            .fc1.weight)
+
+
+def test_in1k_logits_match_timm(tmp_path):
+    """timm's BEiT-3 classifier (a second reference, built from the same
+    released-layout file) gives our logits."""
+    from functools import partial
+
+    from timm.models.vision_transformer import (VisionTransformer,
+                                                checkpoint_filter_fn)
+    ref = torchscale_beit3(TINY, TINY_IMG, output_norm=False, seed=5)
+    g = torch.Generator().manual_seed(4)
+    heads = {
+        'fc_norm.weight': 1 + 0.1 * torch.randn(32, generator=g),
+        'fc_norm.bias': 0.1 * torch.randn(32, generator=g),
+        'head.weight': torch.randn(5, 32, generator=g),
+        'head.bias': torch.randn(5, generator=g),
+    }
+    src = save_released(tmp_path / 'in1k.pth', ref.state_dict(), heads)
+    timm_model = VisionTransformer(
+        img_size=TINY_IMG, patch_size=8, embed_dim=32, depth=2, num_heads=4,
+        mlp_ratio=2, scale_attn_norm=True, scale_mlp_norm=True,
+        class_token=True, global_pool='avg', num_classes=5,
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-5)).eval()
+    timm_model.load_state_dict(
+        checkpoint_filter_fn(torch.load(src)['model'], timm_model))
+
+    cfg = Config.fromfile(BASE_CFG)
+    cfg.model.backbone.update(
+        arch=TINY, img_size=TINY_IMG,
+        init_cfg=dict(type='Pretrained', checkpoint=src))
+    cfg.model.head.update(num_classes=5, in_channels=32)
+    model = build_model(cfg).eval()
+    model.init_weights()
+    model.head.fc.weight.data.copy_(heads['head.weight'])
+    model.head.fc.bias.data.copy_(heads['head.bias'])
+    images = torch.randn(2, 3, TINY_IMG, TINY_IMG, generator=g)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model(images, mode='tensor'), timm_model(images), rtol=0,
+            atol=1e-5)

@@ -59,6 +59,18 @@ def test_train_resume_and_test(tmp_path, demo_root):
     assert osp.isfile(osp.join(work, 'preds.pkl'))
 
 
+def test_demo_learns(tmp_path):
+    """The README's main job: the demo config on the default demo set
+    ends well above chance (25%)."""
+    root = str(tmp_path / 'data')
+    make_classification_demo(root)
+    out = run([sys.executable, osp.join(ROOT, 'tools/train.py'), DEMO_CFG,
+               '--work-dir', str(tmp_path / 'work'), '--cfg-options',
+               *data_opts(root)], cwd=tmp_path)
+    accs = re.findall(r'Epoch\(val\) \[40\].*accuracy/top1: ([\d.]+)', out)
+    assert accs and float(accs[0]) > 75, out[-2000:]
+
+
 def test_dist_train_two_cpu_processes(tmp_path, demo_root):
     work = str(tmp_path / 'work')
     out = run([
@@ -70,6 +82,13 @@ def test_dist_train_two_cpu_processes(tmp_path, demo_root):
     log = open(glob.glob(osp.join(work, '*', '*.log'))[0]).read()
     # mmengine reports the world size as 'GPU number'
     assert 'Distributed training: True' in log and 'GPU number: 2' in log
+
+    out = run([
+        'bash', osp.join(ROOT, 'tools/dist_test.sh'), DEMO_CFG,
+        osp.join(work, 'epoch_1.pth'), '2', '--work-dir', work,
+        '--cfg-options', *data_opts(demo_root)
+    ], cwd=tmp_path, env=dict(PYTHON=sys.executable, PORT='29518'))
+    assert 'Epoch(test)' in out and 'accuracy/top1' in out
 
 
 def test_import_is_quiet():

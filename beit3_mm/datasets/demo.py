@@ -39,8 +39,8 @@ def draw_shape(shape: str, size: int, rng: np.random.Generator) -> Image.Image:
 
 
 def make_classification_demo(root: str,
-                             num_train: int = 64,
-                             num_val: int = 16,
+                             num_train: int = 128,
+                             num_val: int = 32,
                              img_size: int = 32,
                              seed: int = 0) -> Tuple[str, ...]:
     """Write ``root/{train,val}/<shape>/<i>.png`` (mmpretrain's
