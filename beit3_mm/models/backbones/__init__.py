@@ -1,3 +1,4 @@
 from .beit3 import BEiT3
+from .beit3_dense import BEiT3Dense
 
-__all__ = ['BEiT3']
+__all__ = ['BEiT3', 'BEiT3Dense']

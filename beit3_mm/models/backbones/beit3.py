@@ -226,17 +226,24 @@ class BEiT3(BaseModule):
         return self
 
     # ---------------------------------------------------------------- forward
-    def _vision_tokens(self, images: Tensor,
-                       image_mask: Optional[Tensor]) -> Tuple[Tensor, tuple]:
-        """Patch embedding plus positions: (B, 1 + h * w, D), (h, w)."""
+    def _check_images(self, images: Tensor) -> None:
         if images.dim() != 4 or tuple(images.shape[-2:]) != self.img_size:
             raise ValueError(
                 f'{type(self).__name__} was built for img_size='
                 f'{self.img_size} and got images of shape '
                 f'{tuple(images.shape)}; build it with the input size '
                 f'(released position tables are resized on loading)')
+
+    def _vision_pos_table(self, grid: Tuple[int, int]) -> Tensor:
+        """The vision position table for a patch grid: (3 + h * w, D)."""
+        return self.encoder.embed_positions.A.weight
+
+    def _vision_tokens(self, images: Tensor,
+                       image_mask: Optional[Tensor]) -> Tuple[Tensor, tuple]:
+        """Patch embedding plus positions: (B, 1 + h * w, D), (h, w)."""
+        self._check_images(images)
         x, grid = self.vision_embed(images, image_mask)
-        table = self.encoder.embed_positions.A.weight
+        table = self._vision_pos_table(grid)
         return x + table[POS_OFFSET:POS_OFFSET + x.shape[1]], grid
 
     def _text_tokens(self, text_ids: Tensor,
@@ -276,15 +283,20 @@ class BEiT3(BaseModule):
             keep = allowed if keep is None else keep & allowed
         return keep
 
-    def _run_layers(self, x_v: Optional[Tensor], x_t: Optional[Tensor],
-                    mask: Optional[Tensor], out_indices: Sequence[int] = ()
+    def _run_layers(self,
+                    x_v: Optional[Tensor],
+                    x_t: Optional[Tensor],
+                    mask: Optional[Tensor],
+                    grid: Optional[Tuple[int, int]] = None,
+                    out_indices: Sequence[int] = ()
                     ) -> Tuple[Tuple[Optional[Tensor], Optional[Tensor]],
                                Dict[int, Optional[Tensor]]]:
-        """Run all layers; collect the image stream after ``out_indices``."""
+        """Run all layers; collect the image stream after ``out_indices``.
+        """
         outs = {}
         last = self.num_layers - 1
         for i, layer in enumerate(self.encoder.layers):
-            x_v, x_t = layer(x_v, x_t, mask)
+            x_v, x_t = layer(x_v, x_t, mask, grid)
             if i == last and self.output_norm:
                 x_v, x_t = self.encoder.layer_norm(x_v, x_t)
             if i in out_indices:
@@ -314,14 +326,14 @@ class BEiT3(BaseModule):
         """
         if images is None and text_ids is None:
             raise ValueError('encode() needs images, text_ids or both')
-        x_v = x_t = None
+        x_v = x_t = grid = None
         if images is not None:
-            x_v, _ = self._vision_tokens(images, image_mask)
+            x_v, grid = self._vision_tokens(images, image_mask)
         if text_ids is not None:
             x_t = self._text_tokens(text_ids, text_padding_mask)
         num_vision = 0 if x_v is None else x_v.shape[1]
         mask = self._attention_mask(num_vision, text_padding_mask, attn_mask)
-        (x_v, x_t), _ = self._run_layers(x_v, x_t, mask)
+        (x_v, x_t), _ = self._run_layers(x_v, x_t, mask, grid)
         if x_v is None or x_t is None:
             return x_t if x_v is None else x_v
         return torch.cat((x_v, x_t), dim=1)
@@ -329,7 +341,7 @@ class BEiT3(BaseModule):
     def forward(self, images: Tensor) -> Tuple[Tensor, ...]:
         """Image features in the mmpretrain convention, one per out index."""
         x_v, grid = self._vision_tokens(images, None)
-        _, outs = self._run_layers(x_v, None, None, self.out_indices)
+        _, outs = self._run_layers(x_v, None, None, grid, self.out_indices)
         return tuple(self._format_output(outs[i], grid)
                      for i in self.out_indices)
 

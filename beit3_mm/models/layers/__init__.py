@@ -2,9 +2,11 @@ from .embedding import (NUM_VISION_EXTRA_ROWS, POS_OFFSET, VisionEmbedding,
                         resize_vision_pos_table, vision_table_grid)
 from .multiway import (FeedForward, Multiway, MultiwayAttention,
                        MultiwayTransformerLayer)
+from .norm import LN2d
+from .window import window_attention
 
 __all__ = [
     'VisionEmbedding', 'resize_vision_pos_table', 'vision_table_grid',
     'POS_OFFSET', 'NUM_VISION_EXTRA_ROWS', 'Multiway', 'MultiwayAttention',
-    'FeedForward', 'MultiwayTransformerLayer'
+    'FeedForward', 'MultiwayTransformerLayer', 'window_attention', 'LN2d'
 ]

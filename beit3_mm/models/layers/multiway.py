@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from mmcv.cnn.bricks.drop import DropPath
 from torch.utils.checkpoint import checkpoint
 
+from .window import window_attention
+
 Tensor = torch.Tensor
 Streams = Tuple[Optional[Tensor], Optional[Tensor]]
 
@@ -71,11 +73,17 @@ class MultiwayAttention(nn.Module):
         embed_dims (int): D.
         num_heads (int): H; D must divide by it.
         with_language (bool): build the language experts.
+
+    Attributes:
+        window_size (int): 0 for global attention; else image-only inputs
+            attend within non-overlapping windows of this many patches
+            (see :func:`window_attention`), which needs the patch grid.
     """
 
     def __init__(self, embed_dims: int, num_heads: int,
                  with_language: bool = True):
         super().__init__()
+        self.window_size = 0
         if embed_dims % num_heads:
             raise ValueError(f'embed_dims={embed_dims} is not divisible by '
                              f'num_heads={num_heads}')
@@ -101,19 +109,31 @@ class MultiwayAttention(nn.Module):
             return x_t if x_v is None else x_v
         return torch.cat((x_v, x_t), dim=2)
 
-    def forward(self, x_v: Optional[Tensor], x_t: Optional[Tensor],
-                attn_mask: Optional[Tensor] = None) -> Streams:
+    def forward(self,
+                x_v: Optional[Tensor],
+                x_t: Optional[Tensor],
+                attn_mask: Optional[Tensor] = None,
+                grid: Optional[Tuple[int, int]] = None) -> Streams:
         """Attend over the concatenation [image tokens, text tokens].
 
         Args:
             x_v, x_t: (B, N, D) image and (B, M, D) text tokens, or None.
             attn_mask: bool, True where attention is allowed, broadcastable
                 to (B, H, N + M, N + M); None for full attention.
+            grid: (h, w) patch grid of ``x_v``, whose leading
+                ``N - h * w`` tokens are CLS; needed for window attention.
         """
         q = self._join(*map(self._heads, self.q_proj(x_v, x_t)))
         k = self._join(*map(self._heads, self.k_proj(x_v, x_t)))
         v = self._join(*map(self._heads, self.v_proj(x_v, x_t)))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        if self.window_size:
+            if x_t is not None or grid is None or attn_mask is not None:
+                raise ValueError('window attention takes image tokens and '
+                                 'their grid only')
+            out = window_attention(q, k, v, grid, self.window_size,
+                                   x_v.shape[1] - grid[0] * grid[1])
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         B, H, T, C = out.shape
         out = out.transpose(1, 2).reshape(B, T, H * C)
         n_v = 0 if x_v is None else x_v.shape[1]
@@ -157,16 +177,22 @@ class MultiwayTransformerLayer(nn.Module):
         self.with_cp = with_cp
 
     def _forward(self, x_v: Optional[Tensor], x_t: Optional[Tensor],
-                 attn_mask: Optional[Tensor]) -> Streams:
+                 attn_mask: Optional[Tensor],
+                 grid: Optional[Tuple[int, int]]) -> Streams:
         x = (x_v, x_t)
-        h = self.self_attn(*self.self_attn_layer_norm(*x), attn_mask)
+        h = self.self_attn(*self.self_attn_layer_norm(*x), attn_mask, grid)
         x = _residual(x, h, self.drop_path)
         h = self.ffn(*self.final_layer_norm(*x))
         return _residual(x, h, self.drop_path)
 
-    def forward(self, x_v: Optional[Tensor], x_t: Optional[Tensor],
-                attn_mask: Optional[Tensor] = None) -> Streams:
+    def forward(self,
+                x_v: Optional[Tensor],
+                x_t: Optional[Tensor],
+                attn_mask: Optional[Tensor] = None,
+                grid: Optional[Tuple[int, int]] = None) -> Streams:
+        """(x_v, x_t) -> (x_v, x_t); see :meth:`MultiwayAttention.forward`.
+        """
         if self.with_cp and torch.is_grad_enabled():
-            return checkpoint(self._forward, x_v, x_t, attn_mask,
+            return checkpoint(self._forward, x_v, x_t, attn_mask, grid,
                               use_reentrant=False)
-        return self._forward(x_v, x_t, attn_mask)
+        return self._forward(x_v, x_t, attn_mask, grid)

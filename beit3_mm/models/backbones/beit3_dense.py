@@ -1,0 +1,85 @@
+"""The BEiT-3 image path as a plain backbone for dense prediction."""
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+
+from beit3_mm.registry import MODELS
+from ..layers import resize_vision_pos_table
+from .beit3 import BEiT3
+
+
+@MODELS.register_module()
+class BEiT3Dense(BEiT3):
+    """BEiT-3 vision experts as a ViTDet-style plain backbone.
+
+    Only the vision half is built (loading a released file skips the
+    language half). Any input whose sides divide by the patch size runs: the
+    position table stays at the pretraining grid, so released files load as
+    they are, and is resized on the fly with the official bicubic formula.
+    All layers but ``global_attn_indexes`` attend within non-overlapping
+    windows of ``window_size`` patches (grid zero-padded, padded keys
+    masked); the CLS token is kept and attends to itself in those layers.
+
+    Args:
+        arch (str | dict): see :class:`BEiT3`.
+        pretrain_img_size (int | tuple): the size of the position table.
+            Defaults to 224.
+        window_size (int): window side in patches; 0 for global attention
+            everywhere. Defaults to 14.
+        global_attn_indexes (Sequence[int], optional): layers with global
+            attention. Defaults to every quarter of the depth (base: 2, 5,
+            8, 11; large: 5, 11, 17, 23).
+        drop_path_rate, with_cp, frozen_stages, init_cfg: see
+            :class:`BEiT3`.
+        out_indices (int | Sequence[int]): layers whose (B, D, H/P, W/P)
+            maps are returned. Defaults to -1.
+    """
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'base',
+                 pretrain_img_size: Union[int, Tuple[int, int]] = 224,
+                 window_size: int = 14,
+                 global_attn_indexes: Optional[Sequence[int]] = None,
+                 drop_path_rate: float = 0.,
+                 with_cp: bool = False,
+                 frozen_stages: int = -1,
+                 out_indices: Union[int, Sequence[int]] = -1,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(
+            arch=arch,
+            img_size=pretrain_img_size,
+            drop_path_rate=drop_path_rate,
+            output_norm=False,
+            with_language=False,
+            with_cp=with_cp,
+            frozen_stages=frozen_stages,
+            out_indices=out_indices,
+            out_type='featmap',
+            init_cfg=init_cfg)
+        L = self.num_layers
+        if global_attn_indexes is None:
+            global_attn_indexes = sorted(
+                {max(L * (i + 1) // 4 - 1, 0)
+                 for i in range(4)})
+        bad = [i for i in global_attn_indexes if not 0 <= i < L]
+        if bad:
+            raise ValueError(f'global_attn_indexes {bad} out of range for '
+                             f'{L} layers')
+        self.window_size = window_size
+        self.global_attn_indexes = sorted(global_attn_indexes)
+        for i, layer in enumerate(self.encoder.layers):
+            if i not in self.global_attn_indexes:
+                layer.self_attn.window_size = window_size
+
+    def _check_images(self, images: torch.Tensor) -> None:
+        P = self.patch_size
+        if images.dim() != 4 or images.shape[-2] % P or images.shape[-1] % P:
+            raise ValueError(
+                f'{type(self).__name__} needs images whose sides divide by '
+                f'the patch size {P}, got shape {tuple(images.shape)}; pad '
+                f'them (data_preprocessor pad_size_divisor={P}, or a Pad '
+                f'transform)')
+
+    def _vision_pos_table(self, grid: Tuple[int, int]) -> torch.Tensor:
+        return resize_vision_pos_table(self.encoder.embed_positions.A.weight,
+                                       self.patch_resolution, grid)
