@@ -1,3 +1,7 @@
-from .demo import SHAPES, draw_shape, make_classification_demo
+from .demo import (DETECTION_SHAPES, SHAPES, draw_shape,
+                   make_classification_demo, make_detection_demo)
 
-__all__ = ['SHAPES', 'draw_shape', 'make_classification_demo']
+__all__ = [
+    'DETECTION_SHAPES', 'SHAPES', 'draw_shape', 'make_classification_demo',
+    'make_detection_demo'
+]

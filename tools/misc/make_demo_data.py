@@ -1,12 +1,16 @@
 """Generate the embedded demo datasets under ``data/``.
 
     python tools/misc/make_demo_data.py classification --out data/demo_cls
+    python tools/misc/make_demo_data.py detection --out data/demo_det
 """
 import argparse
 
-from beit3_mm.datasets import make_classification_demo
+from beit3_mm.datasets import make_classification_demo, make_detection_demo
 
-TASKS = {'classification': make_classification_demo}
+TASKS = {
+    'classification': make_classification_demo,
+    'detection': make_detection_demo
+}
 
 
 def main() -> None:
