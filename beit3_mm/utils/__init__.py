@@ -1,4 +1,7 @@
-from .launch import setup_launch
+from .launch import add_launch_args, load_config, setup_launch
 from .safe_load import allow_mmengine_checkpoints, read_checkpoint
 
-__all__ = ['allow_mmengine_checkpoints', 'read_checkpoint', 'setup_launch']
+__all__ = [
+    'allow_mmengine_checkpoints', 'read_checkpoint', 'add_launch_args',
+    'load_config', 'setup_launch'
+]

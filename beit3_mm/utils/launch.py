@@ -1,7 +1,45 @@
-"""Launch settings shared by ``tools/train.py`` and ``tools/test.py``."""
+"""What ``tools/train.py`` and ``tools/test.py`` share: their common
+arguments, the config they build, and launches without GPUs."""
+import argparse
+import os
+import os.path as osp
+
 import torch
 import torch.distributed as dist
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
+
+
+def add_launch_args(parser: argparse.ArgumentParser) -> None:
+    """``--work-dir``, ``--cfg-options``, ``--launcher``, ``--local-rank``.
+    """
+    parser.add_argument('--work-dir', help='where to save logs and models')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config entries, e.g. train_cfg.max_epochs=2')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    """The config of ``args.config`` with the launch arguments applied;
+    the work dir defaults to ``work_dirs/<config name>``."""
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+    return cfg
 
 
 def setup_launch(cfg: Config) -> None:
