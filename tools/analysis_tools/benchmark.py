@@ -1,0 +1,511 @@
+"""Benchmark the BEiT-3 backbone against the official torchscale model and
+timm, and print the ratios in one run.
+
+    python tools/analysis_tools/benchmark.py [--arch base] [--batch-size 8] \
+        [--img-size 224] [--text-len 32] [--iters 5] [--warmup 2] \
+        [--modes image text image+text bf16 memory] [--mem-img-size 1024] \
+        [--device cuda]
+
+Every forward runs under ``torch.inference_mode()`` in float32 unless noted.
+The torchscale ``BEiT3`` (the released code) is built with its random init
+and its state dict is loaded into ours, so both compute the same function and
+their outputs must agree to float rounding; the maximum absolute difference
+is printed as a check. timm's ``beit3_*`` (vision only, its own random init)
+is compared by speed only. Without torchscale or timm the script measures
+ours alone (with PyTorch's default random init).
+
+Modes:
+
+- ``image``: throughput (samples/s) of ``BEiT3.encode(images=...)`` vs
+  torchscale ``ref(visual_tokens=...)`` vs timm ``forward_features``.
+- ``text``: text-only forward (random ids, a few padded positions) vs
+  torchscale.
+- ``image+text``: fused forward vs torchscale.
+- ``bf16``: ours under ``torch.autocast(dtype=torch.bfloat16)`` vs ours in
+  float32 on the image path: throughput ratio, maximum absolute error and
+  relative error ``||bf16 - fp32|| / ||fp32||``.
+- ``memory``: peak memory of one image forward (batch 1, global attention)
+  at ``--mem-img-size``, ours vs torchscale.
+
+Timings are the median of ``--iters`` forwards after ``--warmup`` forwards,
+taken with ``time.perf_counter`` (after ``torch.cuda.synchronize`` on CUDA).
+The models compared in one mode run in turn within each iteration, so that
+other load on the machine affects them alike.
+Ratios are ours / reference: above 1 is faster for throughput, below 1 is
+less memory for memory.
+
+How memory is measured: each model is built, run once as a warm-up and
+measured in a fresh subprocess (this script with a hidden flag), so that
+nothing from the other model or an earlier mode is counted. The number is
+the forward's own peak above what is live right before it (weights and
+input excluded, the output included):
+
+- CUDA: ``torch.cuda.max_memory_allocated()`` after
+  ``torch.cuda.reset_peak_memory_stats()``, minus
+  ``torch.cuda.memory_allocated()`` before the forward.
+- CPU: tracemalloc does not see torch's allocations, so the resident set
+  is read from the kernel. Writing ``5`` to ``/proc/self/clear_refs`` resets
+  the peak RSS (``VmHWM`` in ``/proc/self/status``) to the current RSS; the
+  forward's peak is ``VmHWM`` after it minus ``VmRSS`` before it. This is
+  exact at page granularity and has no sampling gap, unlike polling RSS from
+  a thread. The worker runs with a fixed ``MALLOC_MMAP_THRESHOLD_`` so that
+  glibc serves every tensor above 1 MiB with its own mapping and returns it
+  to the system when freed: otherwise memory freed while building the model
+  stays resident in malloc's heap, the forward reuses it, and its peak would
+  be under-counted. Needs Linux (``clear_refs`` is refused elsewhere, and
+  the script then says so).
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from beit3_mm.models import BEiT3
+
+try:
+    with warnings.catch_warnings():  # torchscale imports timm.models.layers
+        warnings.simplefilter('ignore', FutureWarning)
+        from torchscale.architecture.config import EncoderConfig
+        from torchscale.model.BEiT3 import BEiT3 as TorchscaleBEiT3
+except ImportError:
+    TorchscaleBEiT3 = None
+
+try:
+    import timm
+except ImportError:
+    timm = None
+
+Tensor = torch.Tensor
+Forward = Callable[[], Tensor]
+Timings = Dict[str, Tuple[float, Tensor]]
+
+MODES = ('image', 'text', 'image+text', 'bf16', 'memory')
+VOCAB_SIZE = 64010
+PAD_ID = 1
+MMAP_THRESHOLD = 1 << 20
+MIB = 1 << 20
+
+
+@dataclass
+class Row:
+    """One line of the final table; ``ratio`` is ours / reference."""
+    name: str
+    unit: str
+    ours: float
+    reference: Optional[float] = None
+    check: str = ''
+
+    @property
+    def ratio(self) -> Optional[float]:
+        return None if self.reference is None else self.ours / self.reference
+
+
+@dataclass
+class Setup:
+    """Models and inputs shared by the speed modes."""
+    device: torch.device
+    ours: BEiT3
+    ref: Optional[nn.Module]
+    timm_model: Optional[nn.Module]
+    images: Tensor
+    text_ids: Tensor
+    padding_mask: Tensor
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Benchmark the BEiT-3 backbone against torchscale/timm')
+    parser.add_argument('--arch', choices=['base', 'large'], default='base')
+    parser.add_argument('--batch-size', type=int, default=8)
+    parser.add_argument('--img-size', type=int, default=224)
+    parser.add_argument('--text-len', type=int, default=32)
+    parser.add_argument('--iters', type=int, default=5)
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument(
+        '--modes', nargs='+', choices=MODES, default=list(MODES))
+    parser.add_argument(
+        '--mem-img-size',
+        type=int,
+        default=1024,
+        help='input size of the memory mode')
+    parser.add_argument(
+        '--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument(
+        '--memory-worker',
+        choices=['ours', 'torchscale'],
+        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.iters < 1 or args.warmup < 0 or args.batch_size < 1:
+        parser.error('--iters and --batch-size must be >= 1, --warmup >= 0')
+    return args
+
+
+# ------------------------------------------------------------------- models
+def build_torchscale(arch: str, img_size: int) -> nn.Module:
+    """The official backbone with torchscale's random init."""
+    settings = BEiT3.arch_zoo[arch]
+    config = EncoderConfig(
+        img_size=img_size,
+        patch_size=settings['patch_size'],
+        vocab_size=VOCAB_SIZE,
+        multiway=True,
+        layernorm_embedding=False,
+        normalize_output=False,
+        no_output_layer=True,
+        drop_path_rate=0.,
+        encoder_embed_dim=settings['embed_dims'],
+        encoder_attention_heads=settings['num_heads'],
+        encoder_ffn_embed_dim=settings['feedforward_channels'],
+        encoder_layers=settings['num_layers'],
+        checkpoint_activations=False)
+    return TorchscaleBEiT3(config).eval()
+
+
+def build_ours(arch: str, img_size: int) -> BEiT3:
+    """Ours with PyTorch's default random init (``init_weights`` is skipped:
+    it adds nothing to a benchmark but a log line per parameter)."""
+    return BEiT3(
+        arch=arch,
+        img_size=img_size,
+        vocab_size=VOCAB_SIZE,
+        output_norm=False,
+        out_type='raw').eval()
+
+
+def build_pair(arch: str, img_size: int,
+               device: torch.device) -> Tuple[BEiT3, Optional[nn.Module]]:
+    """Ours and torchscale with identical weights (ours alone without
+    torchscale)."""
+    ours = build_ours(arch, img_size)
+    if TorchscaleBEiT3 is None:
+        return ours.to(device), None
+    ref = build_torchscale(arch, img_size)
+    ours.load_state_dict(ref.state_dict())
+    return ours.to(device), ref.to(device)
+
+
+def build_timm(arch: str, img_size: int,
+               device: torch.device) -> Optional[nn.Module]:
+    name = f'beit3_{arch}_patch16_224'
+    if timm is None or not timm.is_model(name):
+        return None
+    model = timm.create_model(
+        name, pretrained=False, img_size=img_size, num_classes=0)
+    return model.eval().to(device)
+
+
+def make_text(batch: int, length: int,
+              device: torch.device) -> Tuple[Tensor, Tensor]:
+    """Random ids; sample ``i`` ends with ``i % 4`` padded positions
+    (at least one real token kept)."""
+    ids = torch.randint(3, VOCAB_SIZE, (batch, length))
+    num_pad = [min(i % 4, length - 1) for i in range(batch)]
+    positions = torch.arange(length)
+    pad = torch.stack([positions >= length - n for n in num_pad])
+    ids[pad] = PAD_ID
+    return ids.to(device), pad.to(device)
+
+
+def build_setup(args: argparse.Namespace) -> Setup:
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    ours, ref = build_pair(args.arch, args.img_size, device)
+    images = torch.randn(args.batch_size, 3, args.img_size,
+                         args.img_size).to(device)
+    text_ids, padding_mask = make_text(args.batch_size, args.text_len, device)
+    return Setup(
+        device=device,
+        ours=ours,
+        ref=ref,
+        timm_model=build_timm(args.arch, args.img_size, device),
+        images=images,
+        text_ids=text_ids,
+        padding_mask=padding_mask)
+
+
+# ------------------------------------------------------------------- timing
+def synchronize(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def time_forwards(fns: Dict[str, Forward], iters: int, warmup: int,
+                  device: torch.device) -> Timings:
+    """Median seconds per call of each function and its last output.
+
+    The calls are interleaved (one of each function per round), so that a
+    change of load on the machine affects every function alike.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    outs = {}
+    for _ in range(iters):
+        for name, fn in fns.items():
+            synchronize(device)
+            start = time.perf_counter()
+            outs[name] = fn()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: (statistics.median(times[name]), outs[name]) for name in fns}
+
+
+def max_abs_diff(a: Tensor, b: Tensor) -> float:
+    return (a.float() - b.float()).abs().max().item()
+
+
+def measure(mode: str, fns: Dict[str, Forward], setup: Setup,
+            args: argparse.Namespace) -> Timings:
+    print(f'[{mode}] timing {", ".join(fns)} ...', flush=True)
+    return time_forwards(fns, args.iters, args.warmup, setup.device)
+
+
+def speed_row(mode: str,
+              results: Timings,
+              args: argparse.Namespace,
+              ref_name: str,
+              check_outputs: bool = True) -> Row:
+    """Throughput of ours vs ``ref_name`` (if measured), with the max abs
+    difference of their outputs."""
+    ours_t, ours_out = results['ours']
+    row = Row(mode, 'samples/s', args.batch_size / ours_t)
+    if ref_name in results:
+        ref_t, ref_out = results[ref_name]
+        row.name = f'{mode} vs {ref_name}'
+        row.reference = args.batch_size / ref_t
+        if check_outputs:
+            row.check = f'max|diff| {max_abs_diff(ours_out, ref_out):.2e}'
+    return row
+
+
+# -------------------------------------------------------------- speed modes
+def image_forward(model: nn.Module, images: Tensor) -> Forward:
+    """The image-only forward of ours or torchscale."""
+    if isinstance(model, BEiT3):
+        return lambda: model.encode(images=images)
+    return lambda: model(visual_tokens=images)['encoder_out']
+
+
+def bench_image(setup: Setup, args: argparse.Namespace) -> List[Row]:
+    """Ours vs torchscale (outputs compared) vs timm (speed only)."""
+    images = setup.images
+    fns = {'ours': image_forward(setup.ours, images)}
+    if setup.ref is not None:
+        fns['torchscale'] = image_forward(setup.ref, images)
+    if setup.timm_model is not None:
+        fns['timm'] = lambda: setup.timm_model.forward_features(images)
+    results = measure('image', fns, setup, args)
+    rows = [speed_row('image', results, args, 'torchscale')]
+    if 'timm' in results:
+        rows.append(
+            speed_row('image', results, args, 'timm', check_outputs=False))
+    return rows
+
+
+def bench_text(setup: Setup, args: argparse.Namespace) -> List[Row]:
+    ids, pad = setup.text_ids, setup.padding_mask
+    fns = {
+        'ours': lambda: setup.ours.encode(text_ids=ids, text_padding_mask=pad)
+    }
+    if setup.ref is not None:
+        fns['torchscale'] = lambda: setup.ref(
+            textual_tokens=ids, text_padding_position=pad)['encoder_out']
+    results = measure('text', fns, setup, args)
+    return [speed_row('text', results, args, 'torchscale')]
+
+
+def bench_fused(setup: Setup, args: argparse.Namespace) -> List[Row]:
+    images, ids, pad = setup.images, setup.text_ids, setup.padding_mask
+    fns = {
+        'ours':
+        lambda: setup.ours.encode(
+            images=images, text_ids=ids, text_padding_mask=pad)
+    }
+    if setup.ref is not None:
+        fns['torchscale'] = lambda: setup.ref(
+            textual_tokens=ids,
+            visual_tokens=images,
+            text_padding_position=pad)['encoder_out']
+    results = measure('image+text', fns, setup, args)
+    return [speed_row('image+text', results, args, 'torchscale')]
+
+
+def bench_bf16(setup: Setup, args: argparse.Namespace) -> List[Row]:
+    """Ours under bf16 autocast vs ours in fp32, image path."""
+    images = setup.images
+
+    def bf16_fn() -> Tensor:
+        with torch.autocast(setup.device.type, dtype=torch.bfloat16):
+            return setup.ours.encode(images=images)
+
+    fns = {
+        'ours bf16': bf16_fn,
+        'ours fp32': image_forward(setup.ours, images)
+    }
+    results = measure('bf16', fns, setup, args)
+    bf16_t, bf16_out = results['ours bf16']
+    fp32_t, fp32_out = results['ours fp32']
+    diff = bf16_out.float() - fp32_out
+    rel = (diff.norm() / fp32_out.norm()).item()
+    return [
+        Row('image bf16 vs ours fp32',
+            'samples/s',
+            args.batch_size / bf16_t,
+            args.batch_size / fp32_t,
+            check=f'max|err| {diff.abs().max().item():.2e}, rel {rel:.2e}')
+    ]
+
+
+SPEED_MODES = {
+    'image': bench_image,
+    'text': bench_text,
+    'image+text': bench_fused,
+    'bf16': bench_bf16,
+}
+
+
+@torch.inference_mode()
+def run_speed_modes(args: argparse.Namespace) -> List[Row]:
+    modes = [m for m in args.modes if m in SPEED_MODES]
+    if not modes:
+        return []
+    setup = build_setup(args)
+    rows = []
+    for mode in modes:
+        for row in SPEED_MODES[mode](setup, args):
+            print(f'[{mode}] {format_row(row)}', flush=True)
+            rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------------- memory
+def read_proc_status(field: str) -> int:
+    """A ``kB`` field of ``/proc/self/status``, in bytes."""
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f'{field} not found in /proc/self/status')
+
+
+def reset_peak_rss() -> int:
+    """Reset ``VmHWM`` to the current RSS and return that RSS in bytes."""
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+    except OSError as e:
+        raise RuntimeError(
+            'the CPU memory mode needs /proc/self/clear_refs (Linux) to '
+            f'reset the peak RSS: {e}') from e
+    return read_proc_status('VmRSS')
+
+
+@torch.inference_mode()
+def forward_peak_bytes(forward: Forward, device: torch.device) -> int:
+    """Peak memory of one call of ``forward`` above what is live before."""
+    forward()  # warm-up: lazy kernels, allocator pools, code pages
+    if device.type == 'cuda':
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        out = forward()
+        synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device)
+    else:
+        base = reset_peak_rss()
+        out = forward()
+        peak = read_proc_status('VmHWM')
+    del out
+    return peak - base
+
+
+def memory_worker(args: argparse.Namespace) -> None:
+    """Subprocess entry: print the forward peak of one model as JSON."""
+    device = torch.device(args.device)
+    size = args.mem_img_size
+    images = torch.randn(1, 3, size, size).to(device)
+    build = build_ours if args.memory_worker == 'ours' else build_torchscale
+    forward = image_forward(build(args.arch, size).to(device), images)
+    print(json.dumps({'peak_bytes': forward_peak_bytes(forward, device)}))
+
+
+def spawn_memory_worker(args: argparse.Namespace, which: str) -> int:
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__), '--arch', args.arch, '--mem-img-size',
+        str(args.mem_img_size), '--device', args.device, '--memory-worker',
+        which
+    ]
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD))
+    print(f'[memory] {which} (subprocess) ...', flush=True)
+    result = subprocess.run(
+        cmd, env=env, stdout=subprocess.PIPE, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])['peak_bytes']
+
+
+def bench_memory(args: argparse.Namespace) -> Row:
+    row = Row(f'peak memory @{args.mem_img_size} bs1', 'MiB',
+              spawn_memory_worker(args, 'ours') / MIB)
+    if TorchscaleBEiT3 is not None:
+        row.name += ' vs torchscale'
+        row.reference = spawn_memory_worker(args, 'torchscale') / MIB
+    print(f'[memory] {format_row(row)}', flush=True)
+    return row
+
+
+# -------------------------------------------------------------------- table
+HEADER = ('measurement', 'unit', 'ours', 'reference', 'ratio', 'check')
+
+
+def row_cells(row: Row) -> Tuple[str, ...]:
+    return (row.name, row.unit, f'{row.ours:.2f}',
+            '-' if row.reference is None else f'{row.reference:.2f}',
+            '-' if row.ratio is None else f'{row.ratio:.2f}x', row.check)
+
+
+def format_row(row: Row) -> str:
+    return '  '.join(f'{key} {value}'
+                     for key, value in zip(HEADER[2:],
+                                           row_cells(row)[2:]) if value)
+
+
+def print_table(rows: List[Row], args: argparse.Namespace) -> None:
+    cells = [HEADER] + [row_cells(r) for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(HEADER))]
+    lines = [
+        '  '.join(c.ljust(w) for c, w in zip(line, widths)).rstrip()
+        for line in cells
+    ]
+    lines.insert(1, '-' * len(lines[0]))
+    print(f'\nBEiT-3 {args.arch} on {args.device} '
+          f'(batch {args.batch_size}, img {args.img_size}, text '
+          f'{args.text_len}, median of {args.iters} after {args.warmup} '
+          f'warm-up; ratio = ours / reference)')
+    print('\n'.join(lines))
+
+
+def main() -> None:
+    args = parse_args()
+    if args.memory_worker:
+        memory_worker(args)
+        return
+    if TorchscaleBEiT3 is None:
+        print('torchscale is not installed: measuring ours only')
+    rows = run_speed_modes(args)
+    if 'memory' in args.modes:
+        rows.append(bench_memory(args))
+    print_table(rows, args)
+
+
+if __name__ == '__main__':
+    main()
