@@ -13,5 +13,5 @@ def test_metafile_configs_load():
     assert meta['Models']
     for model in meta['Models']:
         cfg = Config.fromfile(osp.join(ROOT, model['Config']))
-        assert cfg.model.backbone.type == 'BEiT3'
+        assert cfg.model.backbone.type.startswith('BEiT3')
         assert osp.basename(model['Config'])[:-3] == model['Name']

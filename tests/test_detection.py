@@ -217,3 +217,30 @@ def test_config_loss_and_predict(name):
     with torch.no_grad():
         preds = model.test_step(data)
     assert preds[0].pred_instances.bboxes.shape[1] == 4
+
+
+def test_det_inferencer_with_our_config(tmp_path):
+    """mmdet's DetInferencer builds our config and reads our checkpoint."""
+    from mmdet.apis import DetInferencer
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+
+    from beit3_mm.datasets import make_detection_demo
+    register_all_modules()
+    make_detection_demo(str(tmp_path / 'data'), num_train=1, num_val=1)
+    cfg_path = osp.join(
+        DET_CFGS, 'beit3-tiny-p16_mask-rcnn_simplefpn_1xb4-24e_demo-shapes.py')
+    cfg = Config.fromfile(cfg_path)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    ckpt = tmp_path / 'demo.pth'
+    torch.save(dict(state_dict=model.state_dict(),
+                    meta=dict(dataset_meta=dict(
+                        classes=cfg.classes))), ckpt)
+    inferencer = DetInferencer(model=cfg_path, weights=str(ckpt),
+                               device='cpu', show_progress=False)
+    result = inferencer(str(tmp_path / 'data/val/000000.png'),
+                        return_datasamples=True)
+    pred = result['predictions'][0].pred_instances
+    assert pred.bboxes.shape[1] == 4 and len(pred) == len(pred.masks)
+    assert inferencer.model.dataset_meta['classes'] == cfg.classes
