@@ -15,6 +15,8 @@ SHAPES = ('circle', 'square', 'triangle', 'cross')
 # The detection demo leaves the cross out: three classes that a tiny
 # detector tells apart within a few CPU minutes.
 DETECTION_SHAPES = ('circle', 'square', 'triangle')
+# The segmentation demo: the background is a class of its own.
+SEGMENTATION_CLASSES = ('background', ) + DETECTION_SHAPES
 
 
 def draw_shape(shape: str, size: int, rng: np.random.Generator) -> Image.Image:
@@ -190,3 +192,58 @@ def make_detection_demo(root: str,
                     categories=categories),
                 f)
     return DETECTION_SHAPES
+
+
+def make_segmentation_demo(root: str,
+                           num_train: int = 64,
+                           num_val: int = 16,
+                           img_size: int = 64,
+                           seed: int = 0) -> Tuple[str, ...]:
+    """Write a semantic segmentation set of shapes in the ADE20K layout::
+
+        root/images/training/000000.jpg ...
+        root/images/validation/000000.jpg ...
+        root/annotations/training/000000.png ...
+        root/annotations/validation/000000.png ...
+
+    Each image holds 1-3 shapes (``DETECTION_SHAPES``, taking turns so the
+    classes are balanced; later ones may cover earlier ones) of a random
+    colour and half-size (12-30% of the side) on a noisy dark background.
+    The label maps follow ADE20K: 0 is unlabelled (ignored with
+    ``reduce_zero_label=True``), class ``k`` of ``SEGMENTATION_CLASSES`` is
+    stored as ``k + 1``. The background is a class; the one-pixel outline
+    of each shape is left unlabelled. A shape's pixels and its labels come
+    from the same polygon. Deterministic for a given ``seed``.
+
+    Returns:
+        The class names, in label order (after ``reduce_zero_label``).
+    """
+    rng = np.random.default_rng(seed)
+    num_shapes = 0
+    for split, num in (('training', num_train), ('validation', num_val)):
+        img_dir = osp.join(root, 'images', split)
+        ann_dir = osp.join(root, 'annotations', split)
+        os.makedirs(img_dir, exist_ok=True)
+        os.makedirs(ann_dir, exist_ok=True)
+        for i in range(num):
+            img = Image.fromarray(
+                rng.integers(0, 60, (img_size, img_size, 3), dtype=np.uint8))
+            labels = Image.new('L', (img_size, img_size),
+                               SEGMENTATION_CLASSES.index('background') + 1)
+            draw_img, draw_ann = ImageDraw.Draw(img), ImageDraw.Draw(labels)
+            for _ in range(int(rng.integers(1, 4))):
+                shape = DETECTION_SHAPES[num_shapes % len(DETECTION_SHAPES)]
+                num_shapes += 1
+                r = float(rng.uniform(0.12, 0.3)) * img_size
+                cx, cy = (float(c) for c in rng.uniform(r, img_size - r, 2))
+                points = shape_polygon(shape, cx, cy, r)
+                colour = tuple(int(c) for c in rng.integers(120, 256, 3))
+                draw_img.polygon(points, fill=colour)
+                draw_ann.polygon(
+                    points,
+                    fill=SEGMENTATION_CLASSES.index(shape) + 1,
+                    outline=0)
+            img.save(osp.join(img_dir, f'{i:06d}.jpg'), quality=95)
+            labels.save(osp.join(ann_dir, f'{i:06d}.png'))
+    return SEGMENTATION_CLASSES
+

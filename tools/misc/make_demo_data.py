@@ -2,14 +2,17 @@
 
     python tools/misc/make_demo_data.py classification --out data/demo_cls
     python tools/misc/make_demo_data.py detection --out data/demo_det
+    python tools/misc/make_demo_data.py segmentation --out data/demo_seg
 """
 import argparse
 
-from beit3_mm.datasets import make_classification_demo, make_detection_demo
+from beit3_mm.datasets import (make_classification_demo, make_detection_demo,
+                               make_segmentation_demo)
 
 TASKS = {
     'classification': make_classification_demo,
-    'detection': make_detection_demo
+    'detection': make_detection_demo,
+    'segmentation': make_segmentation_demo
 }
 
 

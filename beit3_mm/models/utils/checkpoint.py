@@ -122,7 +122,9 @@ def fit_backbone_state(backbone: StateDict, others: StateDict, model,
                          f'{tuple(model.patch_resolution)}')
 
     missing = [k for k in target if k not in state]
-    fresh = [k for k in missing if k.startswith('fc_norm.')]
+    # Keys outside the backbone roots (fc_norm, a dense adapter) are the
+    # model's own modules, which no released file holds.
+    fresh = [k for k in missing if not k.startswith(BACKBONE_ROOTS)]
     missing = [k for k in missing if k not in fresh]
     if missing:
         raise KeyError(f'{source} lacks {len(missing)} backbone keys the '
@@ -133,7 +135,8 @@ def fit_backbone_state(backbone: StateDict, others: StateDict, model,
                              f'model expects {tuple(target[k].shape)}')
     notes += [f'left out {what}: {n} tensors' for what, n in dropped.items()]
     if fresh:
-        notes.append('fc_norm is not in the file and keeps its init')
+        notes.append(f'new in this model, not in the file (they keep their '
+                     f'init): {summarize_keys(fresh)}')
     return state, notes
 
 
