@@ -101,3 +101,35 @@ def official_resize(table: torch.Tensor, new_size: int) -> torch.Tensor:
         align_corners=False)
     pos_tokens = pos_tokens.permute(0, 2, 3, 1).flatten(1, 2)
     return torch.cat((extra_tokens, pos_tokens), dim=1).squeeze(0)
+
+
+def build_model(cfg):
+    """The model of a config with its data preprocessor, as the Runner
+    builds it."""
+    from mmpretrain.registry import MODELS
+    model = dict(cfg.model)
+    model.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
+    return MODELS.build(model)
+
+
+def padded_ids(lengths, width: int, seed: int = 2):
+    """Random text ids ``<s> ... </s>`` of the given lengths padded to
+    ``width`` with ``<pad>``, and their padding mask (1 = pad)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.ones(len(lengths), width, dtype=torch.long)
+    pad = torch.ones(len(lengths), width, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        ids[i, :n] = torch.randint(4, VOCAB, (n, ), generator=g)
+        ids[i, 0], ids[i, n - 1] = 0, 2
+        pad[i, :n] = 0
+    return ids, pad
+
+
+def random_heads(shapes: Dict[str, tuple], seed: int = 1):
+    """Random head tensors of the given shapes (norm weights around 1)."""
+    g = torch.Generator().manual_seed(seed)
+    return {
+        k: (1 if 'norm' in k and k.endswith('weight') else 0) +
+        0.1 * torch.randn(shape, generator=g)
+        for k, shape in shapes.items()
+    }

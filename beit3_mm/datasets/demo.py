@@ -247,3 +247,22 @@ def make_segmentation_demo(root: str,
             labels.save(osp.join(ann_dir, f'{i:06d}.png'))
     return SEGMENTATION_CLASSES
 
+
+def train_demo_tokenizer(sentences: List[str], path: str,
+                         vocab_size: int = 200) -> str:
+    """Train a small sentencepiece model (a stand-in for ``beit3.spm``) on
+    ``sentences`` and write it to ``path``; deterministic for given input.
+    """
+    import sentencepiece as spm
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with open(path, 'wb') as f:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(sentences),
+            model_writer=f,
+            vocab_size=vocab_size,
+            hard_vocab_limit=False,
+            character_coverage=1.0,
+            model_type='unigram',
+            num_threads=1,
+            minloglevel=2)
+    return path

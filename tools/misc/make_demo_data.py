@@ -3,16 +3,19 @@
     python tools/misc/make_demo_data.py classification --out data/demo_cls
     python tools/misc/make_demo_data.py detection --out data/demo_det
     python tools/misc/make_demo_data.py segmentation --out data/demo_seg
+    python tools/misc/make_demo_data.py vl --out data/demo_vl
 """
 import argparse
 
 from beit3_mm.datasets import (make_classification_demo, make_detection_demo,
-                               make_segmentation_demo)
+                               make_segmentation_demo, make_vl_demo)
 
 TASKS = {
     'classification': make_classification_demo,
     'detection': make_detection_demo,
-    'segmentation': make_segmentation_demo
+    'segmentation': make_segmentation_demo,
+    # retrieval, VQA and NLVR2 share one set and tokenizer
+    'vl': make_vl_demo
 }
 
 
@@ -22,9 +25,11 @@ def main() -> None:
     parser.add_argument('--out', required=True, help='output folder')
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args()
-    classes = TASKS[args.task](args.out, seed=args.seed)
+    made = TASKS[args.task](args.out, seed=args.seed)
+    # classes, or for 'vl' a dict of the files written
+    what = 'files' if isinstance(made, dict) else 'classes'
     print(f'wrote the {args.task} demo set to {args.out} '
-          f'(classes: {", ".join(classes)})')
+          f'({what}: {", ".join(made.values() if what == "files" else made)})')
 
 
 if __name__ == '__main__':

@@ -1,8 +1,10 @@
 from .checkpoint import (fit_backbone_state, is_language_key,
-                         load_beit3_checkpoint, model_state_dict,
-                         split_backbone, summarize_keys)
+                         load_beit3_checkpoint, load_beit3_model,
+                         model_state_dict, read_beit3_file, split_backbone,
+                         summarize_keys)
 
 __all__ = [
-    'load_beit3_checkpoint', 'fit_backbone_state', 'model_state_dict',
-    'split_backbone', 'is_language_key', 'summarize_keys'
+    'load_beit3_checkpoint', 'load_beit3_model', 'read_beit3_file',
+    'fit_backbone_state', 'model_state_dict', 'split_backbone',
+    'is_language_key', 'summarize_keys'
 ]

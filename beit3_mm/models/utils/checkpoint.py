@@ -140,6 +140,17 @@ def fit_backbone_state(backbone: StateDict, others: StateDict, model,
     return state, notes
 
 
+def read_beit3_file(path: str) -> Tuple[StateDict, StateDict]:
+    """Safely read any BEiT-3 file: (backbone keys, all other keys)."""
+    backbone, others = split_backbone(
+        model_state_dict(read_checkpoint(path), path))
+    if not backbone:
+        raise KeyError(f'{path} holds no BEiT-3 backbone keys (looked for '
+                       f'prefixes {BACKBONE_PREFIXES} and roots '
+                       f'{BACKBONE_ROOTS})')
+    return backbone, others
+
+
 def load_beit3_checkpoint(model,
                           path: str,
                           logger: Optional[MMLogger] = None) -> List[str]:
@@ -154,17 +165,61 @@ def load_beit3_checkpoint(model,
     Returns:
         The summary lines.
     """
-    backbone, others = split_backbone(
-        model_state_dict(read_checkpoint(path), path))
-    if not backbone:
-        raise KeyError(f'{path} holds no BEiT-3 backbone keys (looked for '
-                       f'prefixes {BACKBONE_PREFIXES} and roots '
-                       f'{BACKBONE_ROOTS})')
+    backbone, others = read_beit3_file(path)
     state, notes = fit_backbone_state(backbone, others, model, path)
     model.load_state_dict(state, strict=False)
     heads = [k for k in others if not k.startswith('fc_norm.')]
     if heads:
         notes.append(f'left out non-backbone keys: {summarize_keys(heads)}')
+    lines = [f'loaded {len(state)} BEiT-3 backbone tensors from {path}'
+             ] + notes
+    print_log('; '.join(lines), logger=logger)
+    return lines
+
+
+def load_beit3_model(model,
+                     path: str,
+                     logger: Optional[MMLogger] = None) -> List[str]:
+    """Load a BEiT-3 file into a task model: ``model.backbone`` (a BEiT3)
+    plus every head of ``model`` that the file holds under the same name.
+
+    Released task heads sit at the top level of the file under the names
+    the beit3_mm models use (``vision_head.weight``, ``pooler.dense.bias``,
+    ...), and so do those of a converted or beit3_mm checkpoint. Heads the
+    file lacks keep their init; file keys the model has no place for
+    (e.g. ``mim_head`` in a pretraining file) are left out. Both are logged.
+
+    Raises:
+        KeyError / ValueError: as :func:`fit_backbone_state`; ValueError
+            also for a head whose shape differs from the model's.
+    """
+    backbone, others = read_beit3_file(path)
+    state, notes = fit_backbone_state(backbone, others, model.backbone, path)
+    model.backbone.load_state_dict(state, strict=False)
+
+    target = {
+        k: v
+        for k, v in model.state_dict().items()
+        if not k.startswith(('backbone.', 'data_preprocessor.'))
+    }
+    heads, unused = {}, []
+    for k, v in others.items():
+        if k not in target:
+            unused.append(k)
+        elif v.shape != target[k].shape:
+            raise ValueError(f'{path}: {k} has shape {tuple(v.shape)}, the '
+                             f'model expects {tuple(target[k].shape)} (a '
+                             f'head for another number of classes?)')
+        else:
+            heads[k] = v
+    model.load_state_dict(heads, strict=False)
+    fresh = [k for k in target if k not in heads]
+    if heads:
+        notes.append(f'loaded heads: {summarize_keys(list(heads))}')
+    if fresh:
+        notes.append(f'new heads (not in the file): {summarize_keys(fresh)}')
+    if unused:
+        notes.append(f'left out: {summarize_keys(unused)}')
     lines = [f'loaded {len(state)} BEiT-3 backbone tensors from {path}'
              ] + notes
     print_log('; '.join(lines), logger=logger)

@@ -1,0 +1,87 @@
+# The embedded demo: a tiny BEiT-3 dual encoder trained from scratch on the
+# generated vision-language set (64x64 scenes of coloured shapes, three
+# captions each), on the CPU in a few minutes. Make the data (and its
+# tokenizer) with
+#   python tools/misc/make_demo_data.py vl --out data/demo_vl
+# It keeps the recipe's structure (contrastive loss, layer decay, AdamW,
+# warm-up + cosine, RetrievalValLoop) at a scale that runs anywhere.
+_base_ = ['./beit3-base-p16_retrieval_16xb192-15e_coco-384px.py']
+
+model = dict(
+    backbone=dict(
+        arch=dict(
+            _delete_=True,
+            embed_dims=64,
+            num_layers=4,
+            num_heads=4,
+            feedforward_channels=128,
+            patch_size=8),
+        img_size=64,
+        vocab_size=128,  # >= the ids of the demo tokenizer (about 70)
+        drop_path_rate=0.,
+        with_cp=False),
+    tokenizer=dict(name_or_path='data/demo_vl/beit3_demo.spm'),
+    max_text_len=32,  # the longest demo caption has 27 tokens
+    init_cfg=None)
+
+# No flip or crop: the captions say "left" and "right".
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='PackInputs',
+        algorithm_keys=['text', 'is_matched'],
+        meta_keys=['image_id']),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='PackInputs',
+        algorithm_keys=['text', 'gt_text_id', 'gt_image_id'],
+        meta_keys=['image_id']),
+]
+train_dataloader = dict(
+    batch_size=32,
+    num_workers=0,
+    persistent_workers=False,
+    dataset=dict(
+        data_root='data/demo_vl',
+        ann_file='annotations/captions_train.json',
+        data_prefix='images',
+        pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=64,
+    num_workers=0,
+    persistent_workers=False,
+    dataset=dict(
+        data_root='data/demo_vl',
+        ann_file='annotations/captions_val.json',
+        data_prefix='images',
+        pipeline=test_pipeline))
+test_dataloader = val_dataloader
+
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
+    constructor='LayerDecayOptimWrapperConstructor',
+    paramwise_cfg=dict(layer_decay_rate=0.9))
+param_scheduler = [
+    dict(
+        type='LinearLR',
+        start_factor=1e-2,
+        by_epoch=True,
+        end=1,
+        convert_to_iter_based=True),
+    dict(
+        type='CosineAnnealingLR',
+        eta_min=1e-5,
+        by_epoch=True,
+        begin=1,
+        end=10,
+        convert_to_iter_based=True),
+]
+train_cfg = dict(max_epochs=10, val_interval=5)
+default_hooks = dict(
+    logger=dict(interval=10), checkpoint=dict(interval=5))
+auto_scale_lr = dict(base_batch_size=32)
+randomness = dict(seed=0)

@@ -1,0 +1,118 @@
+# BEiT-3 large VQAv2 at 768, the setting of the released
+# beit3_large_indomain_patch16_768_vgqaaug_vqa.pth (82.97 test-dev / 83.03
+# test-std): from the in-domain pretraining file, trained on VQAv2 train +
+# val and Visual Genome QA, evaluated on test-dev only. The authors did not
+# publish this command; the optimisation is that of the large 480 recipe.
+_base_ = ['./beit3-large-p16_vqa_8xb16-10e_vqav2-480px.py']
+
+model = dict(
+    backbone=dict(img_size=768),
+    init_cfg=dict(
+        checkpoint='checkpoints/beit3_large_indomain_patch16_224.pth'))
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='RandomResizedCrop',
+        scale=768,
+        crop_ratio_range=(0.5, 1.0),
+        interpolation='bicubic',
+        backend='pillow'),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(
+        type='RandAugment',
+        num_policies=2,
+        magnitude_level=7,
+        total_level=10,
+        policies=[
+            dict(type='Brightness', magnitude=0.),  # 'Identity'
+            dict(type='AutoContrast'),
+            dict(type='Equalize'),
+            dict(
+                type='Brightness',
+                magnitude_range=(-0.9, 0.9),
+                random_negative_prob=0.),
+            dict(
+                type='Sharpness',
+                magnitude_range=(-0.9, 0.9),
+                random_negative_prob=0.),
+            dict(
+                type='Shear',
+                magnitude_range=(0, 0.3),
+                direction='horizontal',
+                interpolation='bilinear'),
+            dict(
+                type='Shear',
+                magnitude_range=(0, 0.3),
+                direction='vertical',
+                interpolation='bilinear'),
+            dict(
+                type='Translate',
+                magnitude_range=(0, 10 / 768),
+                direction='horizontal',
+                interpolation='bilinear'),
+            dict(
+                type='Translate',
+                magnitude_range=(0, 10 / 768),
+                direction='vertical',
+                interpolation='bilinear'),
+            dict(
+                type='Rotate',
+                magnitude_range=(0, 30),
+                interpolation='bilinear'),
+        ]),
+    dict(
+        type='PackInputs',
+        algorithm_keys=['question', 'gt_answer', 'gt_answer_weight'],
+        meta_keys=['question_id', 'image_id']),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='Resize',
+        scale=(768, 768),
+        interpolation='bicubic',
+        backend='pillow'),
+    dict(
+        type='PackInputs',
+        algorithm_keys=['question', 'gt_answer', 'gt_answer_weight'],
+        meta_keys=['question_id', 'image_id']),
+]
+train_dataloader = dict(
+    dataset=dict(
+        _delete_=True,
+        type='ConcatDataset',
+        datasets=[
+            dict(
+                type='COCOVQA',
+                data_root='data/coco',
+                data_prefix='train2014',
+                question_file=
+                'annotations/v2_OpenEnded_mscoco_train2014_questions.json',
+                ann_file='annotations/v2_mscoco_train2014_annotations.json',
+                pipeline=train_pipeline),
+            dict(
+                type='COCOVQA',
+                data_root='data/coco',
+                data_prefix='val2014',
+                question_file=
+                'annotations/v2_OpenEnded_mscoco_val2014_questions.json',
+                ann_file='annotations/v2_mscoco_val2014_annotations.json',
+                pipeline=train_pipeline),
+            dict(
+                type='VisualGenomeQA',
+                data_root='data/visual_genome',
+                data_prefix='image',
+                ann_file='question_answers.json',
+                pipeline=train_pipeline),
+        ]))
+# test-dev questions; submit the ReportVQA file to the evaluation server
+test_dataloader = dict(
+    dataset=dict(
+        question_file=
+        'annotations/v2_OpenEnded_mscoco_test-dev2015_questions.json',
+        pipeline=test_pipeline))
+val_dataloader = None
+val_evaluator = None
+val_cfg = None
+default_hooks = dict(checkpoint=dict(save_best=None))

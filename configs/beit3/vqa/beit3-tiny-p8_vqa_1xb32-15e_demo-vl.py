@@ -1,0 +1,102 @@
+# The embedded VQA demo: a tiny BEiT-3 trained from scratch on generated
+# scenes of coloured shapes with questions about colour, shape, count and
+# position, on the CPU in a few minutes. Make the data with
+#   python tools/misc/make_demo_data.py vl --out data/demo_vl
+# It keeps the recipe's structure (soft-score BCE, head lr x20, AdamW,
+# warm-up + cosine) at a scale that runs anywhere. No flip or crop: the
+# answers say "left" / "right" and count the shapes.
+_base_ = ['./beit3-base-p16_vqa_8xb16-10e_vqav2-480px.py']
+
+data_root = 'data/demo_vl'
+model = dict(
+    backbone=dict(
+        arch=dict(
+            _delete_=True,
+            embed_dims=64,
+            num_layers=4,
+            num_heads=4,
+            feedforward_channels=128,
+            patch_size=8),
+        img_size=64,
+        vocab_size=128,
+        num_text_positions=32,
+        drop_path_rate=0.),
+    tokenizer=dict(name_or_path=data_root + '/beit3_demo.spm'),
+    max_text_len=24,  # the longest demo question has 19 tokens
+    answer_list=data_root + '/annotations/vqa_answer_list.txt',
+    init_cfg=None)
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='PackInputs',
+        algorithm_keys=['question', 'gt_answer', 'gt_answer_weight'],
+        meta_keys=['question_id', 'image_id']),
+]
+# the square resize lets the inferencer take images of any size
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='Resize',
+        scale=(64, 64),
+        interpolation='bicubic',
+        backend='pillow'),
+    dict(
+        type='PackInputs',
+        algorithm_keys=['question', 'gt_answer', 'gt_answer_weight'],
+        meta_keys=['question_id', 'image_id']),
+]
+train_dataloader = dict(
+    batch_size=32,
+    num_workers=0,
+    persistent_workers=False,
+    dataset=dict(
+        _delete_=True,
+        type='COCOVQA',
+        data_root=data_root,
+        data_prefix='images/train',
+        question_file='annotations/vqa_train_questions.json',
+        ann_file='annotations/vqa_train_annotations.json',
+        pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=64,
+    num_workers=0,
+    persistent_workers=False,
+    dataset=dict(
+        _delete_=True,
+        type='COCOVQA',
+        data_root=data_root,
+        data_prefix='images/val',
+        question_file='annotations/vqa_val_questions.json',
+        ann_file='annotations/vqa_val_annotations.json',
+        pipeline=test_pipeline))
+test_dataloader = val_dataloader
+test_evaluator = dict(_delete_=True, type='VQAAcc')
+
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(
+        type='AdamW', lr=5e-4, betas=(0.9, 0.98), weight_decay=0.01),
+    constructor='LayerDecayOptimWrapperConstructor',
+    paramwise_cfg=dict(
+        layer_decay_rate=1.0, custom_keys={'head.': dict(lr_mult=20.)}))
+param_scheduler = [
+    dict(
+        type='LinearLR',
+        start_factor=1e-2,
+        by_epoch=True,
+        end=2,
+        convert_to_iter_based=True),
+    dict(
+        type='CosineAnnealingLR',
+        eta_min=1e-6,
+        by_epoch=True,
+        begin=2,
+        end=15,
+        convert_to_iter_based=True),
+]
+train_cfg = dict(max_epochs=15, val_interval=3)
+default_hooks = dict(logger=dict(interval=20))
+auto_scale_lr = dict(base_batch_size=32)
+randomness = dict(seed=0)
