@@ -59,6 +59,25 @@ def test_global_dense_equals_beit3_image_path(released):
 
 
 @torch.no_grad()
+def test_dense_backbone_from_an_mm_classifier_checkpoint(tmp_path):
+    """A beit3-mm classification checkpoint (``backbone.*`` with fc_norm,
+    ``head.*``) initialises the dense backbone: fc_norm and the head are
+    left out, the tokens are the classifier backbone's."""
+    cls_backbone = BEiT3(arch=TINY, img_size=TINY_IMG, with_language=False,
+                         out_type='avg_featmap')
+    randomize_(cls_backbone, seed=3)
+    state = {f'backbone.{k}': v for k, v in cls_backbone.state_dict().items()}
+    state['head.fc.weight'] = torch.randn(4, TINY['embed_dims'])
+    path = str(tmp_path / 'epoch_1.pth')
+    torch.save(dict(state_dict=state, meta=dict(epoch=1)), path)
+    model = dense(path, window_size=0)
+    images = torch.randn(2, 3, TINY_IMG, TINY_IMG)
+    cls_backbone.out_type = 'featmap'
+    torch.testing.assert_close(
+        model(images)[0], cls_backbone.eval()(images)[0], rtol=0, atol=1e-6)
+
+
+@torch.no_grad()
 def test_any_size_resizes_positions_on_the_fly(released):
     _, path = released
     model = dense(path, window_size=0)

@@ -76,8 +76,8 @@ def fit_backbone_state(backbone: StateDict, others: StateDict, model,
                        source: str) -> Tuple[StateDict, List[str]]:
     """Fit released backbone weights to ``model`` (a ``BEiT3``).
 
-    Drops the language half for a vision-only model and the output norm for
-    a model without one, takes the released classifier's top-level
+    Drops the language half for a vision-only model, the output norm and
+    ``fc_norm`` for a model without them, takes the released classifier's top-level
     ``fc_norm`` for a model that has one, and resizes the vision position
     table to the model's grid.
 
@@ -105,6 +105,10 @@ def fit_backbone_state(backbone: StateDict, others: StateDict, model,
         elif k.startswith('encoder.layer_norm.') and not model.output_norm:
             dropped['the output norm encoder.layer_norm (output_norm=False)'
                     ] += 1
+        elif k.startswith('fc_norm.') and model.fc_norm is None:
+            # a classifier's pooling norm, e.g. in an mm classification
+            # checkpoint used to initialise a dense backbone
+            dropped[f'fc_norm (out_type={model.out_type!r})'] += 1
         else:
             unexpected.append(k)
     if unexpected:
