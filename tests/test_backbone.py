@@ -2,6 +2,7 @@
 mmpretrain output convention and its errors."""
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers import TINY, TINY_IMG, VOCAB, randomize_, torchscale_beit3
 
 from beit3_mm.models import BEiT3
@@ -231,3 +232,19 @@ def test_bad_inputs_have_clear_errors():
         model.encode(text_ids=torch.ones(1, 1023, dtype=torch.long))
     with pytest.raises(ValueError, match='with_language=False'):
         tiny(with_language=False).encode(text_ids=torch.ones(1, 3).long())
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_ffn_gelu_is_the_reference_one_under_autocast(dtype):
+    """The reference computes GELU in float32 and casts back; ours skips
+    the copies where the kernel already does that: same bits."""
+    from beit3_mm.models.layers.multiway import FeedForward
+    ffn = FeedForward(32, 64)
+    randomize_(ffn)
+    x = 4 * torch.randn(2, 7, 32)
+    with torch.no_grad(), torch.autocast('cpu', dtype=dtype):
+        ours = ffn(x)
+        h = ffn.fc1(x)
+        ref = ffn.fc2(ffn.ffn_layernorm(F.gelu(h.float()).type_as(h)))
+    assert ours.dtype == dtype
+    assert torch.equal(ours, ref)
