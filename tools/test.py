@@ -3,7 +3,8 @@ import argparse
 
 from mmengine.runner import Runner
 
-from beit3_mm.utils import add_launch_args, load_config, setup_launch
+from beit3_mm.utils import (add_launch_args, check_test_checkpoint,
+                            load_config, setup_launch)
 
 
 def parse_args() -> argparse.Namespace:
@@ -18,6 +19,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    check_test_checkpoint(args.checkpoint)
     cfg = load_config(args)
     cfg.load_from = args.checkpoint
     if args.out is not None:

@@ -8,6 +8,8 @@ import torch
 import torch.distributed as dist
 from mmengine.config import Config, DictAction
 
+from .safe_load import read_checkpoint
+
 
 def add_launch_args(parser: argparse.ArgumentParser) -> None:
     """``--work-dir``, ``--cfg-options``, ``--launcher``, ``--local-rank``.
@@ -62,3 +64,23 @@ def setup_launch(cfg: Config) -> None:
     wrapper.update(cfg.get('model_wrapper_cfg') or {})
     wrapper['device_ids'] = None
     cfg.model_wrapper_cfg = wrapper
+
+
+def check_test_checkpoint(path: str) -> None:
+    """Refuse a released BEiT-3 file given to ``tools/test.py``.
+
+    The Runner loads ``load_from`` non-strictly: the keys of a released
+    file (``{'model': {'beit3.*': ...}}``) would match nothing, leave the
+    model at its init and give wrong metrics without an error.
+
+    Raises:
+        ValueError: ``path`` is a released (not converted) file.
+    """
+    ckpt = read_checkpoint(path)
+    if (isinstance(ckpt, dict) and 'state_dict' not in ckpt
+            and isinstance(ckpt.get('model'), dict)):
+        raise ValueError(
+            f'{path} is a released BEiT-3 file ({{"model": ...}}), not a '
+            f'beit3-mm checkpoint; convert it first: python '
+            f'tools/model_converters/beit3_to_mm.py {path} OUT.pth '
+            f'[--img-size N], then test OUT.pth')
