@@ -4,7 +4,7 @@ import argparse
 from mmengine.runner import Runner
 
 from beit3_mm.utils import (add_launch_args, check_test_checkpoint,
-                            load_config, setup_launch)
+                            finish_launch, load_config, setup_launch)
 
 
 def parse_args() -> argparse.Namespace:
@@ -34,6 +34,7 @@ def main() -> None:
         ]
     setup_launch(cfg)
     Runner.from_cfg(cfg).test()
+    finish_launch()
 
 
 if __name__ == '__main__':

@@ -8,7 +8,8 @@ import argparse
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from beit3_mm.utils import add_launch_args, load_config, setup_launch
+from beit3_mm.utils import (add_launch_args, finish_launch, load_config,
+                            setup_launch)
 
 
 def parse_args() -> argparse.Namespace:
@@ -52,6 +53,7 @@ def main() -> None:
     apply_train_args(cfg, args)
     setup_launch(cfg)
     Runner.from_cfg(cfg).train()
+    finish_launch()
 
 
 if __name__ == '__main__':

@@ -66,6 +66,18 @@ def setup_launch(cfg: Config) -> None:
     cfg.model_wrapper_cfg = wrapper
 
 
+def finish_launch() -> None:
+    """Shut the process group down before the interpreter exits.
+
+    mmengine's Runner leaves it running; at exit, gloo's threads can then be
+    torn down while still joinable, which aborts a rank ("terminate called
+    without an active exception") after a run that went well.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def check_test_checkpoint(path: str) -> None:
     """Refuse a released BEiT-3 file given to ``tools/test.py``.
 
