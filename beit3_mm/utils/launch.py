@@ -85,9 +85,14 @@ def check_test_checkpoint(path: str) -> None:
     file (``{'model': {'beit3.*': ...}}``) would match nothing, leave the
     model at its init and give wrong metrics without an error.
 
+    Paths that are not local files (URLs, remote storage) are left to
+    mmengine.
+
     Raises:
         ValueError: ``path`` is a released (not converted) file.
     """
+    if not osp.isfile(path):
+        return
     ckpt = read_checkpoint(path)
     if (isinstance(ckpt, dict) and 'state_dict' not in ckpt
             and isinstance(ckpt.get('model'), dict)):

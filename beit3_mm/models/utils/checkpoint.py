@@ -77,9 +77,9 @@ def fit_backbone_state(backbone: StateDict, others: StateDict, model,
     """Fit released backbone weights to ``model`` (a ``BEiT3``).
 
     Drops the language half for a vision-only model, the output norm and
-    ``fc_norm`` for a model without them, takes the released classifier's top-level
-    ``fc_norm`` for a model that has one, and resizes the vision position
-    table to the model's grid.
+    ``fc_norm`` for a model without them, takes the released classifier's
+    top-level ``fc_norm`` for a model that has one, and resizes the vision
+    position table to the model's grid.
 
     Returns:
         The state dict to load (strictly, except a missing ``fc_norm``) and
