@@ -59,15 +59,18 @@ def test_global_dense_equals_beit3_image_path(released):
 
 
 @torch.no_grad()
-def test_dense_backbone_from_an_mm_classifier_checkpoint(tmp_path):
-    """A beit3-mm classification checkpoint (``backbone.*`` with fc_norm,
-    ``head.*``) initialises the dense backbone: fc_norm and the head are
-    left out, the tokens are the classifier backbone's."""
+def test_dense_backbone_from_another_tasks_mm_checkpoint(tmp_path):
+    """A beit3-mm checkpoint of another task (``backbone.*`` with a
+    classifier's fc_norm or an adapter's modules, ``head.*``) initialises
+    the dense backbone: those modules and the head are left out, the
+    tokens are the source backbone's."""
     cls_backbone = BEiT3(arch=TINY, img_size=TINY_IMG, with_language=False,
                          out_type='avg_featmap')
     randomize_(cls_backbone, seed=3)
     state = {f'backbone.{k}': v for k, v in cls_backbone.state_dict().items()}
     state['head.fc.weight'] = torch.randn(4, TINY['embed_dims'])
+    state['backbone.level_embed'] = torch.randn(3, TINY['embed_dims'])
+    state['backbone.spm.stem.0.weight'] = torch.randn(8, 3, 3, 3)
     path = str(tmp_path / 'epoch_1.pth')
     torch.save(dict(state_dict=state, meta=dict(epoch=1)), path)
     model = dense(path, window_size=0)

@@ -76,10 +76,11 @@ def fit_backbone_state(backbone: StateDict, others: StateDict, model,
                        source: str) -> Tuple[StateDict, List[str]]:
     """Fit released backbone weights to ``model`` (a ``BEiT3``).
 
-    Drops the language half for a vision-only model, the output norm and
-    ``fc_norm`` for a model without them, takes the released classifier's
-    top-level ``fc_norm`` for a model that has one, and resizes the vision
-    position table to the model's grid.
+    Drops the language half for a vision-only model, the output norm for a
+    model without one and the source model's modules outside the BEiT-3
+    core (``fc_norm``, an adapter) that ``model`` lacks; takes the released
+    classifier's top-level ``fc_norm`` for a model that has one, and resizes
+    the vision position table to the model's grid.
 
     Returns:
         The state dict to load (strictly, except a missing ``fc_norm``) and
@@ -96,7 +97,7 @@ def fit_backbone_state(backbone: StateDict, others: StateDict, model,
     if model.fc_norm is not None and 'fc_norm.weight' not in backbone:
         backbone = dict(backbone, **{
             k: v for k, v in others.items() if k.startswith('fc_norm.')})
-    unexpected = []
+    unexpected, extra = [], []
     for k, v in backbone.items():
         if k in target:
             state[k] = v
@@ -105,10 +106,11 @@ def fit_backbone_state(backbone: StateDict, others: StateDict, model,
         elif k.startswith('encoder.layer_norm.') and not model.output_norm:
             dropped['the output norm encoder.layer_norm (output_norm=False)'
                     ] += 1
-        elif k.startswith('fc_norm.') and model.fc_norm is None:
-            # a classifier's pooling norm, e.g. in an mm classification
-            # checkpoint used to initialise a dense backbone
-            dropped[f'fc_norm (out_type={model.out_type!r})'] += 1
+        elif not k.startswith(BACKBONE_ROOTS):
+            # the source model's own modules around the BEiT-3 core (a
+            # classifier's fc_norm, a dense adapter), e.g. an mm checkpoint
+            # initialising another task's backbone
+            extra.append(k)
         else:
             unexpected.append(k)
     if unexpected:
@@ -138,6 +140,9 @@ def fit_backbone_state(backbone: StateDict, others: StateDict, model,
             raise ValueError(f'{source}: {k} has shape {tuple(v.shape)}, the '
                              f'model expects {tuple(target[k].shape)}')
     notes += [f'left out {what}: {n} tensors' for what, n in dropped.items()]
+    if extra:
+        notes.append(f'left out modules this model does not have: '
+                     f'{summarize_keys(extra)}')
     if fresh:
         notes.append(f'new in this model, not in the file (they keep their '
                      f'init): {summarize_keys(fresh)}')
