@@ -1,30 +1,8 @@
 # Zero-shot Flickr30k retrieval (test split) with the released large ITC
-# file as it is: the dual encoder at 224, no fine-tuning. Test only.
-_base_ = [
-    '../retrieval/beit3-large-p16_retrieval_32xb96-20e_flickr30k-384px.py'
-]
+# file as it is: the base zero-shot config with the large dual encoder.
+_base_ = ['./beit3-base-p16_zeroshot-retrieval_flickr30k.py']
 
-model = dict(backbone=dict(img_size=224, drop_path_rate=0., with_cp=False))
-
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(
-        type='Resize',
-        scale=(224, 224),
-        interpolation='bicubic',
-        backend='pillow'),
-    dict(
-        type='PackInputs',
-        algorithm_keys=['text', 'gt_text_id', 'gt_image_id'],
-        meta_keys=['image_id']),
-]
-test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
-
-train_dataloader = None
-train_cfg = None
-optim_wrapper = None
-param_scheduler = None
-auto_scale_lr = None
-val_dataloader = None
-val_cfg = None
-val_evaluator = None
+model = dict(
+    backbone=dict(arch='large'),
+    init_cfg=dict(
+        checkpoint='checkpoints/beit3_large_itc_patch16_224.pth'))
