@@ -1,6 +1,9 @@
 """Shared test helpers: tiny archs, the torchscale reference, synthetic
 released checkpoints."""
 import argparse
+import os.path as osp
+import subprocess
+import sys
 from typing import Dict, Optional
 
 import torch
@@ -13,6 +16,9 @@ TINY = dict(
     patch_size=8)
 TINY_IMG = 32
 VOCAB = 100
+CONVERTER = osp.join(
+    osp.dirname(osp.dirname(osp.abspath(__file__))),
+    'tools/model_converters/beit3_to_mm.py')
 
 
 def torchscale_beit3(arch: dict, img_size: int, vocab_size: int = VOCAB,
@@ -133,3 +139,19 @@ def random_heads(shapes: Dict[str, tuple], seed: int = 1):
         0.1 * torch.randn(shape, generator=g)
         for k, shape in shapes.items()
     }
+
+
+def converted_model(cfg, src: str, dst: str, kind: str):
+    """Convert the released file ``src`` with
+    ``tools/model_converters/beit3_to_mm.py`` into ``dst`` and load it,
+    strictly, into a fresh model of ``cfg`` (in eval mode); checks that the
+    converter took it for a ``kind`` file."""
+    from mmengine.runner import load_checkpoint
+    out = subprocess.run([sys.executable, CONVERTER, src, dst], check=True,
+                         capture_output=True, text=True).stdout
+    assert f'{kind} file' in out, out
+    cfg.model.init_cfg = None
+    model = build_model(cfg).eval()
+    ckpt = load_checkpoint(model, dst, strict=True)
+    assert ckpt['meta']['beit3_kind'] == kind
+    return model

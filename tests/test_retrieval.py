@@ -2,16 +2,15 @@
 masks, the retrieval loop, inferencers) and zero-shot classification."""
 import json
 import os.path as osp
-import sys
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import (TINY, TINY_IMG, VOCAB, build_model, official_resize,
-                     padded_ids, save_released, torchscale_beit3)
+from helpers import (TINY, TINY_IMG, VOCAB, build_model, converted_model,
+                     official_resize, padded_ids, save_released,
+                     torchscale_beit3)
 from mmengine.config import Config
-from mmengine.runner import load_checkpoint
 from mmpretrain.structures import DataSample
 from PIL import Image
 
@@ -24,7 +23,6 @@ RET_DIR = osp.join(ROOT, 'configs/beit3/retrieval')
 ZS_DIR = osp.join(ROOT, 'configs/beit3/zero_shot')
 COCO_CFG = osp.join(RET_DIR,
                     'beit3-base-p16_retrieval_16xb192-15e_coco-384px.py')
-CONVERTER = osp.join(ROOT, 'tools/model_converters/beit3_to_mm.py')
 SENTENCES = [
     f'a {size} {colour} {shape} on a dark background'
     for size in ('small', 'big') for colour in ('red', 'green', 'blue')
@@ -59,17 +57,6 @@ def itc_heads(dims: int, seed: int = 1) -> dict:
         'language_head.weight': 0.1 * torch.randn(dims, dims, generator=g),
         'logit_scale': torch.tensor(2.9),
     }
-
-
-def convert_file(src: str, dst: str) -> None:
-    """Run ``tools/model_converters/beit3_to_mm.py SRC DST`` in-process."""
-    import importlib.util
-    from unittest import mock
-    spec = importlib.util.spec_from_file_location('beit3_to_mm', CONVERTER)
-    converter = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(converter)
-    with mock.patch.object(sys, 'argv', [CONVERTER, src, dst]):
-        converter.main()
 
 
 def official_features(ref, heads, images, ids, pad):
@@ -178,13 +165,8 @@ def test_released_itc_file_gives_official_scores(tmp_path, spm, arch,
             rtol=0, atol=1e-5)
 
     check(model)
-    dst = tmp_path / 'itc_mm.pth'
-    convert_file(src, str(dst))
-    cfg.model.init_cfg = None
-    converted = build_model(cfg).eval()
-    ckpt = load_checkpoint(converted, str(dst), strict=True)
-    assert ckpt['meta']['beit3_kind'] == 'retrieval'
-    check(converted)
+    check(converted_model(cfg, src, str(tmp_path / 'itc_mm.pth'),
+                          'retrieval'))
 
 
 def test_itc_file_loads_at_384_like_the_official_resize(tmp_path, spm):
