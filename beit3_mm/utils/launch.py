@@ -93,7 +93,7 @@ def check_test_checkpoint(path: str) -> None:
     """
     if not osp.isfile(path):
         return
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(path, mmap=True)
     if (isinstance(ckpt, dict) and 'state_dict' not in ckpt
             and isinstance(ckpt.get('model'), dict)):
         raise ValueError(

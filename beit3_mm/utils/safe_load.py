@@ -15,6 +15,7 @@ allow-listed classes are rebuilt. Two kinds of file need a few more classes:
 import argparse
 import os
 import pickle
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -55,8 +56,12 @@ def allow_mmengine_checkpoints() -> None:
     torch.serialization.add_safe_globals(MMENGINE_SAFE_GLOBALS)
 
 
-def read_checkpoint(path: str) -> Any:
+def read_checkpoint(path: str, mmap: bool = False) -> Any:
     """Load a checkpoint file on the CPU with ``weights_only=True``.
+
+    With ``mmap=True`` the tensors of a zip-format file (any ``torch.save``
+    since 1.6) stay on disk until they are read: for looking at the keys of
+    a large file without reading it.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -67,7 +72,11 @@ def read_checkpoint(path: str) -> Any:
         raise FileNotFoundError(f'checkpoint file not found: {path}')
     try:
         with torch.serialization.safe_globals(OFFICIAL_SAFE_GLOBALS):
-            return torch.load(path, map_location='cpu', weights_only=True)
+            return torch.load(
+                path,
+                map_location='cpu',
+                weights_only=True,
+                mmap=mmap and zipfile.is_zipfile(path))
     except pickle.UnpicklingError as e:
         raise RuntimeError(
             f'refusing to load {path}: it pickles objects outside the '
