@@ -11,7 +11,8 @@ from mmengine.config import Config
 from mmengine.logging import MMLogger
 
 from beit3_mm.models import BEiT3, BEiT3Dense, SimpleFPN
-from beit3_mm.models.layers import window_attention
+from beit3_mm.models.layers import (DecomposedRelPos, MultiwayAttention,
+                                    decomposed_rel_pos_bias, window_attention)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DET_CFGS = osp.join(ROOT, 'configs/beit3/detection')
@@ -94,9 +95,23 @@ def test_any_size_resizes_positions_on_the_fly(released):
     assert model(images)[0].shape == (1, 32, 6, 8)
 
 
-def direct_window_attention(q, k, v, grid, ws, num_prefix):
+def direct_rel_pos_bias(q, pos, table_h, table_w):
+    """q_i . Rh[r_i - r_j + Sh - 1] + q_i . Rw[c_i - c_j + Sw - 1] for the
+    tokens at (row, col) ``pos``, one pair at a time."""
+    Sh, Sw = (table_h.shape[0] + 1) // 2, (table_w.shape[0] + 1) // 2
+    n = len(pos)
+    bias = q.new_zeros(*q.shape[:2], n, n)
+    for i, (ri, ci) in enumerate(pos):
+        for j, (rj, cj) in enumerate(pos):
+            bias[:, :, i, j] = (q[:, :, i] @ table_h[ri - rj + Sh - 1] +
+                                q[:, :, i] @ table_w[ci - cj + Sw - 1])
+    return bias
+
+
+def direct_window_attention(q, k, v, grid, ws, num_prefix, tables=None):
     """Each window's valid tokens attend to each other, one window at a
-    time; prefix tokens attend to themselves."""
+    time (with relative position terms from ``tables``, offsets within the
+    window); prefix tokens attend to themselves."""
     B, H, T, C = q.shape
     h, w = grid
     out = torch.empty_like(q)
@@ -112,7 +127,12 @@ def direct_window_attention(q, k, v, grid, ws, num_prefix):
                 for c in range(c0, min(c0 + ws, w))
             ])
             qi, ki, vi = q[:, :, idx], k[:, :, idx], v[:, :, idx]
-            attn = torch.softmax(qi @ ki.transpose(-1, -2) * C**-0.5, -1)
+            logits = qi @ ki.transpose(-1, -2) * C**-0.5
+            if tables is not None:
+                pos = [(r - r0, c - c0) for r in range(r0, min(r0 + ws, h))
+                       for c in range(c0, min(c0 + ws, w))]
+                logits = logits + direct_rel_pos_bias(qi, pos, *tables)
+            attn = torch.softmax(logits, -1)
             out[:, :, idx] = attn @ vi
     return out
 
@@ -125,6 +145,115 @@ def test_window_attention_matches_direct(grid, ws):
     torch.testing.assert_close(
         window_attention(q, k, v, grid, ws, num_prefix=1),
         direct_window_attention(q, k, v, grid, ws, 1), rtol=0, atol=1e-5)
+
+
+def test_decomposed_rel_pos_matches_timm():
+    """The bias equals timm's ViTDet/SAM ``get_decomposed_rel_pos_bias``,
+    with tables of the grid's length and with tables it resizes."""
+    from timm.models.vision_transformer_sam import \
+        get_decomposed_rel_pos_bias
+    g = torch.Generator().manual_seed(0)
+    grid = (3, 5)
+    q = torch.randn(2, 4, 15, 8, generator=g)
+    for lengths in ((5, 9), (7, 4)):
+        th, tw = (torch.randn(n, 8, generator=g) for n in lengths)
+        expected = get_decomposed_rel_pos_bias(
+            q.reshape(8, 15, 8), th, tw, grid, grid).reshape(2, 4, 15, 15)
+        torch.testing.assert_close(
+            decomposed_rel_pos_bias(q, grid, th, tw), expected)
+    th, tw = torch.randn(5, 8, generator=g), torch.randn(9, 8, generator=g)
+    pos = [(r, c) for r in range(3) for c in range(5)]
+    torch.testing.assert_close(
+        decomposed_rel_pos_bias(q, grid, th, tw),
+        direct_rel_pos_bias(q, pos, th, tw))
+
+
+@pytest.mark.parametrize('grid,ws', [((6, 4), 2), ((5, 7), 3)])
+def test_window_attention_with_rel_pos_matches_direct(grid, ws):
+    """Relative offsets are taken within the window, also in the windows
+    cut by the grid's edge."""
+    g = torch.Generator().manual_seed(0)
+    T = 1 + grid[0] * grid[1]
+    q, k, v = (torch.randn(2, 3, T, 8, generator=g) for _ in range(3))
+    rel_pos = DecomposedRelPos((ws, ws), 8)
+    with torch.no_grad():
+        rel_pos.h.normal_(generator=g)
+        rel_pos.w.normal_(generator=g)
+        torch.testing.assert_close(
+            window_attention(q, k, v, grid, ws, 1, rel_pos),
+            direct_window_attention(q, k, v, grid, ws, 1,
+                                    (rel_pos.h, rel_pos.w)),
+            rtol=0, atol=1e-5)
+
+
+@torch.no_grad()
+def test_global_attention_with_rel_pos_matches_direct():
+    """Global layers: terms between patches, none for the CLS token."""
+    attn = MultiwayAttention(16, 2, with_language=False)
+    grid = (2, 3)
+    attn.rel_pos = DecomposedRelPos(grid, 8)
+    randomize_(attn)
+    x = torch.randn(2, 7, 16)
+    out, _ = attn(x, None, None, grid)
+
+    def heads(t):
+        return t.view(2, 7, 2, 8).transpose(1, 2)
+
+    q, k, v = (heads(p.A(x)) for p in (attn.q_proj, attn.k_proj,
+                                        attn.v_proj))
+    logits = q @ k.transpose(-1, -2) * 8**-0.5
+    pos = [(r, c) for r in range(2) for c in range(3)]
+    logits[:, :, 1:, 1:] += direct_rel_pos_bias(q[:, :, 1:], pos,
+                                                attn.rel_pos.h,
+                                                attn.rel_pos.w)
+    o = (logits.softmax(-1) @ v).transpose(1, 2).reshape(2, 7, 16)
+    expected = attn.out_proj.A(attn.inner_attn_ln.A(o))
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match='relative position'):
+        attn(x, torch.randn(2, 3, 16), None, grid)
+
+
+@torch.no_grad()
+def test_rel_pos_from_released_and_mm_checkpoints(released, tmp_path):
+    """Released files hold no relative position tables: they start at zero
+    (same tokens as without them) and are reported as new. An mm
+    checkpoint's tables load, resized to another training size, or are
+    left out by a model without them."""
+    _, path = released
+    images = torch.randn(1, 3, 40, 48)
+    plain = dense(path, window_size=2, global_attn_indexes=[1])
+    logger = MMLogger.get_instance('rel_pos_test')
+    with_rel = BEiT3Dense(arch=TINY, pretrain_img_size=TINY_IMG,
+                          window_size=2, global_attn_indexes=[1],
+                          use_rel_pos=True, rel_pos_img_size=64,
+                          init_cfg=dict(type='Pretrained', checkpoint=path))
+    from beit3_mm.models.utils.checkpoint import load_beit3_checkpoint
+    notes = load_beit3_checkpoint(with_rel, path, logger)
+    assert any('relative position tables new' in n and '4 tensors' in n
+               for n in notes)
+    with_rel.eval()
+    assert with_rel.encoder.layers[0].self_attn.rel_pos.h.shape == (3, 8)
+    assert with_rel.encoder.layers[1].self_attn.rel_pos.h.shape == (15, 8)
+    torch.testing.assert_close(with_rel(images)[0], plain(images)[0])
+
+    randomize_(with_rel, seed=5)
+    trained = with_rel(images)[0]
+    assert not torch.allclose(trained, plain(images)[0], atol=1e-3)
+    mm_path = str(tmp_path / 'det.pth')
+    torch.save(dict(state_dict={f'backbone.{k}': v for k, v in
+                                with_rel.state_dict().items()}), mm_path)
+    same = BEiT3Dense(arch=TINY, pretrain_img_size=TINY_IMG, window_size=2,
+                      global_attn_indexes=[1], use_rel_pos=True,
+                      rel_pos_img_size=64)
+    load_beit3_checkpoint(same, mm_path, logger)
+    torch.testing.assert_close(same.eval()(images)[0], trained)
+    other = BEiT3Dense(arch=TINY, pretrain_img_size=TINY_IMG, window_size=2,
+                       global_attn_indexes=[1], use_rel_pos=True)
+    notes = load_beit3_checkpoint(other, mm_path, logger)
+    assert any('rel_pos.h resized from 15 to 7' in n for n in notes)
+    notes = load_beit3_checkpoint(
+        dense(window_size=2, global_attn_indexes=[1]), mm_path, logger)
+    assert any('relative position tables' in n for n in notes)
 
 
 @torch.no_grad()
@@ -226,8 +355,11 @@ def test_config_loss_and_predict(name):
     decay = cfg.optim_wrapper.paramwise_cfg.layer_decay_rate
     lrs = {id(p): g['lr'] for g in wrapper.optimizer.param_groups
            for p in g['params']}
-    assert lrs[id(model.backbone.encoder.layers[0].ffn.A.fc1.weight)] == \
-        pytest.approx(1e-4 * decay**L)
+    first = model.backbone.encoder.layers[0]
+    assert lrs[id(first.ffn.A.fc1.weight)] == pytest.approx(1e-4 * decay**L)
+    # ViTDet's relative position terms, in the first layer's group
+    assert lrs[id(first.self_attn.rel_pos.h)] == pytest.approx(
+        1e-4 * decay**L)
     assert lrs[id(model.neck.fpn2.weight)] == pytest.approx(1e-4)
 
     data = dict(inputs=[torch.randint(0, 255, (3, 224, 256),

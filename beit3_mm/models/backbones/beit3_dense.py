@@ -4,7 +4,9 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 
 from beit3_mm.registry import MODELS
-from ..layers import resize_vision_pos_table
+from mmengine.utils import to_2tuple
+
+from ..layers import DecomposedRelPos, resize_vision_pos_table
 from .beit3 import BEiT3
 
 
@@ -19,6 +21,9 @@ class BEiT3Dense(BEiT3):
     All layers but ``global_attn_indexes`` attend within non-overlapping
     windows of ``window_size`` patches (grid zero-padded, padded keys
     masked); the CLS token is kept and attends to itself in those layers.
+    ``use_rel_pos`` adds ViTDet's decomposed relative position terms to every
+    layer (new parameters, at zero at the start: a released file loads as
+    before and the model computes what it did without them).
 
     Args:
         arch (str | dict): see :class:`BEiT3`.
@@ -33,6 +38,12 @@ class BEiT3Dense(BEiT3):
             :class:`BEiT3`.
         out_indices (int | Sequence[int]): layers whose (B, D, H/P, W/P)
             maps are returned. Defaults to -1.
+        use_rel_pos (bool): relative position terms in every layer, over
+            the window (window layers) or the whole grid (global layers).
+            Defaults to False.
+        rel_pos_img_size (int | tuple, optional): the training input size,
+            which sizes the global layers' tables as in ViTDet (other
+            sizes resize them linearly). Defaults to ``pretrain_img_size``.
     """
 
     def __init__(self,
@@ -44,6 +55,9 @@ class BEiT3Dense(BEiT3):
                  with_cp: bool = False,
                  frozen_stages: int = -1,
                  out_indices: Union[int, Sequence[int]] = -1,
+                 use_rel_pos: bool = False,
+                 rel_pos_img_size: Optional[Union[int, Tuple[int,
+                                                            int]]] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(
             arch=arch,
@@ -67,9 +81,18 @@ class BEiT3Dense(BEiT3):
                              f'{L} layers')
         self.window_size = window_size
         self.global_attn_indexes = sorted(global_attn_indexes)
+        self.use_rel_pos = use_rel_pos
+        P = self.patch_size
+        global_grid = tuple(
+            s // P for s in to_2tuple(rel_pos_img_size or pretrain_img_size))
         for i, layer in enumerate(self.encoder.layers):
+            attn = layer.self_attn
             if i not in self.global_attn_indexes:
-                layer.self_attn.window_size = window_size
+                attn.window_size = window_size
+            if use_rel_pos:
+                attn.rel_pos = DecomposedRelPos(
+                    (window_size, window_size) if attn.window_size else
+                    global_grid, attn.head_dims)
 
     def _check_images(self, images: torch.Tensor) -> None:
         P = self.patch_size

@@ -82,12 +82,16 @@ class MultiwayAttention(nn.Module):
         window_size (int): 0 for global attention; else image-only inputs
             attend within non-overlapping windows of this many patches
             (see :func:`window_attention`), which needs the patch grid.
+        rel_pos (DecomposedRelPos, optional): relative position terms of
+            the patch tokens (image-only inputs, needs the grid); None by
+            default. Dense backbones set both.
     """
 
     def __init__(self, embed_dims: int, num_heads: int,
                  with_language: bool = True):
         super().__init__()
         self.window_size = 0
+        self.rel_pos: Optional[nn.Module] = None
         if embed_dims % num_heads:
             raise ValueError(f'embed_dims={embed_dims} is not divisible by '
                              f'num_heads={num_heads}')
@@ -127,16 +131,24 @@ class MultiwayAttention(nn.Module):
             grid: (h, w) patch grid of ``x_v``, whose leading
                 ``N - h * w`` tokens are CLS; needed for window attention.
         """
+        if self.window_size or self.rel_pos is not None:
+            if x_t is not None or grid is None or attn_mask is not None:
+                raise ValueError('window attention and relative position '
+                                 'terms take image tokens and their grid '
+                                 'only')
+            num_prefix = x_v.shape[1] - grid[0] * grid[1]
         q = self._join(*map(self._heads, self.q_proj(x_v, x_t)))
         k = self._join(*map(self._heads, self.k_proj(x_v, x_t)))
         v = self._join(*map(self._heads, self.v_proj(x_v, x_t)))
         if self.window_size:
-            if x_t is not None or grid is None or attn_mask is not None:
-                raise ValueError('window attention takes image tokens and '
-                                 'their grid only')
             out = window_attention(q, k, v, grid, self.window_size,
-                                   x_v.shape[1] - grid[0] * grid[1])
+                                   num_prefix, self.rel_pos)
         else:
+            if self.rel_pos is not None:
+                # no terms for the CLS token's row and column
+                attn_mask = F.pad(
+                    self.rel_pos(q[:, :, num_prefix:], grid),
+                    (num_prefix, 0, num_prefix, 0))
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         B, H, T, C = out.shape
         out = out.transpose(1, 2).reshape(B, T, H * C)

@@ -1,5 +1,5 @@
 """Non-overlapping window attention over a patch grid (ViTDet style)."""
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -49,8 +49,14 @@ def _padding_keep_mask(grid: Tuple[int, int], window_size: int, batch: int,
         batch, -1, -1, -1, -1).reshape(batch * nh * nw, 1, 1, ws * ws)
 
 
-def window_attention(q: Tensor, k: Tensor, v: Tensor, grid: Tuple[int, int],
-                     window_size: int, num_prefix: int = 0) -> Tensor:
+def window_attention(q: Tensor,
+                     k: Tensor,
+                     v: Tensor,
+                     grid: Tuple[int, int],
+                     window_size: int,
+                     num_prefix: int = 0,
+                     rel_pos: Optional[Callable[[Tensor, Tuple[int, int]],
+                                                Tensor]] = None) -> Tensor:
     """Attention of the patch tokens within their window.
 
     Args:
@@ -60,15 +66,23 @@ def window_attention(q: Tensor, k: Tensor, v: Tensor, grid: Tuple[int, int],
         window_size: ws; the grid is zero-padded to a multiple of ws and
             the padded keys are masked out.
         num_prefix: P. The prefix tokens attend to the prefix tokens only.
+        rel_pos: maps the (B * nW, H, ws * ws, C) window queries and the
+            window grid (ws, ws) to an additive bias on their logits
+            (e.g. :class:`DecomposedRelPos`).
 
     Returns:
         (B, H, P + h * w, C).
     """
     B = q.shape[0]
     P = num_prefix
-    out = F.scaled_dot_product_attention(
-        *(_partition(t[:, :, P:], grid, window_size) for t in (q, k, v)),
-        attn_mask=_padding_keep_mask(grid, window_size, B, q.device))
+    ws = window_size
+    q_w, k_w, v_w = (_partition(t[:, :, P:], grid, ws) for t in (q, k, v))
+    mask = _padding_keep_mask(grid, ws, B, q.device)
+    if rel_pos is not None:
+        bias = rel_pos(q_w, (ws, ws))
+        mask = bias if mask is None else bias.masked_fill(
+            ~mask, float('-inf'))
+    out = F.scaled_dot_product_attention(q_w, k_w, v_w, attn_mask=mask)
     out = _unpartition(out, B, grid, window_size)
     if P:
         prefix = F.scaled_dot_product_attention(q[:, :, :P], k[:, :, :P],

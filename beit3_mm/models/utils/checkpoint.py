@@ -15,7 +15,8 @@ import torch
 from mmengine.logging import MMLogger, print_log
 
 from beit3_mm.utils import read_checkpoint
-from ..layers import resize_vision_pos_table, vision_table_grid
+from ..layers import (resize_rel_pos, resize_vision_pos_table,
+                      vision_table_grid)
 
 Tensor = torch.Tensor
 StateDict = Dict[str, Tensor]
@@ -24,6 +25,9 @@ BACKBONE_PREFIXES = ('beit3.', 'backbone.')
 BACKBONE_ROOTS = ('text_embed.', 'vision_embed.', 'encoder.')
 VISION_POS_KEY = 'encoder.embed_positions.A.weight'
 _LANGUAGE_KEY = re.compile(r'^text_embed\.|(^|\.)B\.')
+# relative position tables of dense backbones (use_rel_pos), which released
+# files do not hold
+_REL_POS_KEY = re.compile(r'\.self_attn\.rel_pos\.[hw]$')
 
 
 def is_language_key(key: str) -> bool:
@@ -77,10 +81,13 @@ def fit_backbone_state(backbone: StateDict, others: StateDict, model,
     """Fit released backbone weights to ``model`` (a ``BEiT3``).
 
     Drops the language half for a vision-only model, the output norm for a
-    model without one and the source model's modules outside the BEiT-3
-    core (``fc_norm``, an adapter) that ``model`` lacks; takes the released
-    classifier's top-level ``fc_norm`` for a model that has one, and resizes
-    the vision position table to the model's grid.
+    model without one, relative position tables for a model without them
+    and the source model's modules outside the BEiT-3 core (``fc_norm``, an
+    adapter) that ``model`` lacks; takes the released classifier's
+    top-level ``fc_norm`` for a model that has one, and resizes the vision
+    position table to the model's grid and relative position tables to the
+    model's lengths. A model's relative position tables that the file lacks
+    keep their init (zero).
 
     Returns:
         The state dict to load (strictly, except a missing ``fc_norm``) and
@@ -106,6 +113,8 @@ def fit_backbone_state(backbone: StateDict, others: StateDict, model,
         elif k.startswith('encoder.layer_norm.') and not model.output_norm:
             dropped['the output norm encoder.layer_norm (output_norm=False)'
                     ] += 1
+        elif _REL_POS_KEY.search(k):
+            dropped['relative position tables (the model has none)'] += 1
         elif not k.startswith(BACKBONE_ROOTS):
             # the source model's own modules around the BEiT-3 core (a
             # classifier's fc_norm, a dense adapter), e.g. an mm checkpoint
@@ -127,14 +136,25 @@ def fit_backbone_state(backbone: StateDict, others: StateDict, model,
             notes.append(f'vision position table resized from grid {src} to '
                          f'{tuple(model.patch_resolution)}')
 
+    for k in [k for k in state if _REL_POS_KEY.search(k)]:
+        if state[k].shape[0] != target[k].shape[0]:
+            notes.append(f'{k} resized from {state[k].shape[0]} to '
+                         f'{target[k].shape[0]} offsets')
+            state[k] = resize_rel_pos(state[k], target[k].shape[0])
+
     missing = [k for k in target if k not in state]
     # Keys outside the backbone roots (fc_norm, a dense adapter) are the
-    # model's own modules, which no released file holds.
+    # model's own modules, which no released file holds; nor does it hold
+    # relative position tables.
     fresh = [k for k in missing if not k.startswith(BACKBONE_ROOTS)]
-    missing = [k for k in missing if k not in fresh]
+    fresh_rel_pos = [k for k in missing if _REL_POS_KEY.search(k)]
+    missing = [
+        k for k in missing if k not in fresh and k not in fresh_rel_pos
+    ]
     if missing:
         raise KeyError(f'{source} lacks {len(missing)} backbone keys the '
-                       f'model needs: {summarize_keys(missing)}; first: {missing[0]}')
+                       f'model needs: {summarize_keys(missing)}; first: '
+                       f'{missing[0]}')
     for k, v in state.items():
         if v.shape != target[k].shape:
             raise ValueError(f'{source}: {k} has shape {tuple(v.shape)}, the '
@@ -146,6 +166,10 @@ def fit_backbone_state(backbone: StateDict, others: StateDict, model,
     if fresh:
         notes.append(f'new in this model, not in the file (they keep their '
                      f'init): {summarize_keys(fresh)}')
+    if fresh_rel_pos:
+        notes.append(f'relative position tables new in this model, not in '
+                     f'the file (they start at zero): {len(fresh_rel_pos)} '
+                     f'tensors')
     return state, notes
 
 

@@ -1,7 +1,8 @@
 # BEiT-3 base + ViTDet simple pyramid + Cascade Mask R-CNN on COCO, the
 # paper's setting (ViTDet recipe): window attention (14) with global layers
-# 2, 5, 8, 11, LSJ at 1024, AdamW lr 1e-4 wd 0.1, layer decay 0.7, drop
-# path 0.1, Shared4Conv1FC heads and mask head with LN, 2-conv RPN, Soft-NMS.
+# 2, 5, 8, 11, decomposed relative position terms (new, from zero), LSJ at
+# 1024, AdamW lr 1e-4 wd 0.1, layer decay 0.7, drop path 0.1,
+# Shared4Conv1FC heads and mask head with LN, 2-conv RPN, Soft-NMS.
 # Fine-tuning from Objects365-style intermediate weights of the whole
 # detector is `load_from=PATH` (the backbone init below is then overwritten).
 _base_ = [
@@ -23,6 +24,8 @@ model = dict(
         pretrain_img_size=224,
         window_size=14,
         global_attn_indexes=[2, 5, 8, 11],
+        use_rel_pos=True,
+        rel_pos_img_size=1024,
         drop_path_rate=0.1,
         init_cfg=dict(
             type='Pretrained',

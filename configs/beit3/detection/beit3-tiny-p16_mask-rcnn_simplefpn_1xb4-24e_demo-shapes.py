@@ -23,6 +23,7 @@ model = dict(
             feedforward_channels=2 * width,
             patch_size=16),
         pretrain_img_size=img_scale,
+        rel_pos_img_size=img_scale,
         window_size=4,
         global_attn_indexes=[1, 3],
         drop_path_rate=0.,
