@@ -3,13 +3,17 @@ one run.
 
     python tools/analysis_tools/benchmark_dense.py [--arch base] \
         [--size 1024] [--adapter-size 512] [--modes forward train] \
-        [--iters 3] [--warmup 1] [--skip-memory] [--device cuda]
+        [--comparisons global cp rel_pos adapter] [--iters 3] [--warmup 1] \
+        [--skip-memory] [--device cuda]
 
 Two comparisons, batch 1, float32, random weights:
 
 - ``BEiT3Dense`` at ``--size`` (ViTDet's 1024): window attention (14, global
   attention in every quarter's last layer) vs global attention in every
-  layer vs window attention with activation checkpointing (``with_cp``).
+  layer vs window attention with activation checkpointing (``with_cp``) vs
+  window attention with ViTDet's relative position terms (``use_rel_pos``;
+  their bias is a float mask, so the global layers hold an N x N tensor
+  per head).
 - ``BEiT3Adapter`` (ViT-Adapter, SyncBN replaced by BN) vs the plain
   ``BEiT3Dense`` it drives (global attention, as the adapter's default),
   both at ``--adapter-size`` (512).
@@ -48,12 +52,18 @@ VARIANTS: Dict[str, Tuple[type, str, dict, Tuple[str, ...]]] = {
     'global': (BEiT3Dense, 'size', dict(window_size=0), MODES),
     'window+cp': (BEiT3Dense, 'size', dict(window_size=14, with_cp=True),
                   ('train', )),
+    'window+rel_pos': (BEiT3Dense, 'size',
+                       dict(window_size=14, use_rel_pos=True), MODES),
     'adapter': (BEiT3Adapter, 'adapter_size',
                 dict(window_size=0, norm_cfg=dict(type='BN')), MODES),
     'plain': (BEiT3Dense, 'adapter_size', dict(window_size=0), MODES),
 }
-COMPARISONS = (('global', 'window'), ('window+cp', 'window'), ('adapter',
-                                                               'plain'))
+COMPARISONS = {
+    'global': ('global', 'window'),
+    'cp': ('window+cp', 'window'),
+    'rel_pos': ('window+rel_pos', 'window'),
+    'adapter': ('adapter', 'plain'),
+}
 
 
 def parse_args() -> argparse.Namespace:
@@ -67,6 +77,11 @@ def parse_args() -> argparse.Namespace:
                         help='input side of the adapter vs plain runs')
     parser.add_argument(
         '--modes', nargs='+', choices=MODES, default=list(MODES))
+    parser.add_argument(
+        '--comparisons',
+        nargs='+',
+        choices=list(COMPARISONS),
+        default=list(COMPARISONS))
     parser.add_argument('--iters', type=int, default=3)
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--skip-memory', action='store_true',
@@ -188,8 +203,8 @@ def main() -> None:
         memory_worker(args)
         return
     rows = []
-    for first, second in COMPARISONS:
-        rows += compare(first, second, args)
+    for name in args.comparisons:
+        rows += compare(*COMPARISONS[name], args)
     print_table(rows, args)
 
 
