@@ -186,29 +186,38 @@ def test_window_attention_with_rel_pos_matches_direct(grid, ws):
             rtol=0, atol=1e-5)
 
 
-@torch.no_grad()
 def test_global_attention_with_rel_pos_matches_direct():
-    """Global layers: terms between patches, none for the CLS token."""
+    """Global layers: terms between patches, none for the CLS token; the
+    tables get the gradients of the direct computation."""
     attn = MultiwayAttention(16, 2, with_language=False)
     grid = (2, 3)
     attn.rel_pos = DecomposedRelPos(grid, 8)
     randomize_(attn)
     x = torch.randn(2, 7, 16)
-    out, _ = attn(x, None, None, grid)
 
-    def heads(t):
-        return t.view(2, 7, 2, 8).transpose(1, 2)
+    def direct():
+        def heads(t):
+            return t.view(2, 7, 2, 8).transpose(1, 2)
 
-    q, k, v = (heads(p.A(x)) for p in (attn.q_proj, attn.k_proj,
-                                        attn.v_proj))
-    logits = q @ k.transpose(-1, -2) * 8**-0.5
-    pos = [(r, c) for r in range(2) for c in range(3)]
-    logits[:, :, 1:, 1:] += direct_rel_pos_bias(q[:, :, 1:], pos,
-                                                attn.rel_pos.h,
-                                                attn.rel_pos.w)
-    o = (logits.softmax(-1) @ v).transpose(1, 2).reshape(2, 7, 16)
-    expected = attn.out_proj.A(attn.inner_attn_ln.A(o))
-    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+        q, k, v = (heads(p.A(x)) for p in (attn.q_proj, attn.k_proj,
+                                            attn.v_proj))
+        logits = q @ k.transpose(-1, -2) * 8**-0.5
+        pos = [(r, c) for r in range(2) for c in range(3)]
+        bias = direct_rel_pos_bias(q[:, :, 1:], pos, attn.rel_pos.h,
+                                   attn.rel_pos.w)
+        logits = logits + F.pad(bias, (1, 0, 1, 0))
+        o = (logits.softmax(-1) @ v).transpose(1, 2).reshape(2, 7, 16)
+        return attn.out_proj.A(attn.inner_attn_ln.A(o))
+
+    results = []
+    for fn in (lambda: attn(x, None, None, grid)[0], direct):
+        attn.zero_grad()
+        out = fn()
+        out.square().sum().backward()
+        results.append((out.detach(), attn.rel_pos.h.grad.clone(),
+                        attn.q_proj.A.weight.grad.clone()))
+    for ours, expected in zip(*results):
+        torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match='relative position'):
         attn(x, torch.randn(2, 3, 16), None, grid)
 

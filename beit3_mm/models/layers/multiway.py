@@ -145,10 +145,8 @@ class MultiwayAttention(nn.Module):
                                    num_prefix, self.rel_pos)
         else:
             if self.rel_pos is not None:
-                # no terms for the CLS token's row and column
-                attn_mask = F.pad(
-                    self.rel_pos(q[:, :, num_prefix:], grid),
-                    (num_prefix, 0, num_prefix, 0))
+                attn_mask = self.rel_pos(q[:, :, num_prefix:], grid,
+                                         num_prefix)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         B, H, T, C = out.shape
         out = out.transpose(1, 2).reshape(B, T, H * C)

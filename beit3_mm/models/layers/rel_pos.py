@@ -30,28 +30,42 @@ def _offsets(table: Tensor, size: int) -> Tensor:
     return table[idx[:, None] - idx[None, :] + size - 1]
 
 
-def decomposed_rel_pos_bias(q: Tensor, grid: Tuple[int, int],
-                            table_h: Tensor, table_w: Tensor) -> Tensor:
-    """The additive attention bias of queries and keys on one grid.
+def decomposed_rel_pos_bias(q: Tensor,
+                            grid: Tuple[int, int],
+                            table_h: Tensor,
+                            table_w: Tensor,
+                            num_prefix: int = 0) -> Tensor:
+    """The additive attention bias of the patch tokens on one grid.
 
     Args:
-        q: (B, H, h * w, C) unscaled queries, row-major over the grid.
+        q: (B, H, h * w, C) unscaled patch queries, row-major over the grid.
         grid: (h, w).
         table_h, table_w: (Lh, C) and (Lw, C) tables, resized to
             2 * h - 1 and 2 * w - 1 offsets when they differ.
+        num_prefix: P leading tokens (CLS) of the sequence the bias is for,
+            whose rows and columns get no terms.
 
     Returns:
-        (B, H, h * w, h * w).
+        (B, H, P + h * w, P + h * w).
     """
     B, H, N, C = q.shape
     h, w = grid
+    P = num_prefix
     q = q.reshape(B, H, h, w, C)
     rel_h = torch.einsum('bnhwc,hkc->bnhwk', q,
                          _offsets(table_h, h).to(q.dtype))
     rel_w = torch.einsum('bnhwc,wkc->bnhwk', q,
                          _offsets(table_w, w).to(q.dtype))
-    bias = rel_h[..., :, None] + rel_w[..., None, :]
-    return bias.reshape(B, H, N, N)
+    if not P:
+        return (rel_h[..., :, None] + rel_w[..., None, :]).reshape(
+            B, H, N, N)
+    # Written in place into the patch block of the full bias: one N x N
+    # tensor per head, not a second one for padding in the prefix.
+    bias = q.new_zeros(B, H, P + N, P + N)
+    patches = bias[:, :, P:, P:].view(B, H, h, w, h, w)
+    patches.copy_(rel_h[..., :, None].expand_as(patches))
+    patches.add_(rel_w[..., None, :])
+    return bias
 
 
 class DecomposedRelPos(nn.Module):
@@ -71,6 +85,10 @@ class DecomposedRelPos(nn.Module):
         self.h = nn.Parameter(torch.zeros(2 * size[0] - 1, head_dims))
         self.w = nn.Parameter(torch.zeros(2 * size[1] - 1, head_dims))
 
-    def forward(self, q: Tensor, grid: Tuple[int, int]) -> Tensor:
-        """(B, H, h * w, C) queries -> (B, H, h * w, h * w) bias."""
-        return decomposed_rel_pos_bias(q, grid, self.h, self.w)
+    def forward(self,
+                q: Tensor,
+                grid: Tuple[int, int],
+                num_prefix: int = 0) -> Tensor:
+        """(B, H, h * w, C) patch queries -> (B, H, P + h * w, P + h * w)
+        bias; see :func:`decomposed_rel_pos_bias`."""
+        return decomposed_rel_pos_bias(q, grid, self.h, self.w, num_prefix)
