@@ -2,10 +2,9 @@
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
-
-from beit3_mm.registry import MODELS
 from mmengine.utils import to_2tuple
 
+from beit3_mm.registry import MODELS
 from ..layers import DecomposedRelPos, resize_vision_pos_table
 from .beit3 import BEiT3
 
