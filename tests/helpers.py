@@ -1,6 +1,7 @@
 """Shared test helpers: tiny archs, the torchscale reference, synthetic
-released checkpoints."""
+released checkpoints, running the tools."""
 import argparse
+import os
 import os.path as osp
 import subprocess
 import sys
@@ -155,3 +156,16 @@ def converted_model(cfg, src: str, dst: str, kind: str):
     ckpt = load_checkpoint(model, dst, strict=True)
     assert ckpt['meta']['beit3_kind'] == kind
     return model
+
+
+def run_tool(*args, cwd) -> str:
+    """Run a script with this Python; its stdout + stderr (asserts success).
+    """
+    # One intra-op thread: the demos' ops are tiny, and on a shared machine
+    # more threads only wait for each other.
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    result = subprocess.run([sys.executable, *args], cwd=cwd, env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout + result.stderr
+

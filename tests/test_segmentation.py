@@ -1,16 +1,14 @@
 """Segmentation: the ViT-Adapter around BEiT-3, the mmseg configs (Mask2Former
 and UPerNet), layer decay on a segmentor, inference and the demo."""
-import os
 import os.path as osp
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import pretrain_heads, randomize_, save_released, torchscale_beit3
+from helpers import (pretrain_heads, randomize_, run_tool, save_released,
+                     torchscale_beit3)
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 from mmengine.model.utils import revert_sync_batchnorm
@@ -479,16 +477,6 @@ def test_demo_set_matches_the_pixels(tmp_path):
     make_segmentation_demo(str(again), num_train=4, num_val=2)
     assert (again / 'annotations/training/000003.png').read_bytes() == (
         tmp_path / 'annotations/training/000003.png').read_bytes()
-
-
-def run_tool(*args, cwd):
-    # One intra-op thread: the demo's ops are tiny, and on a shared machine
-    # more threads only wait for each other.
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    result = subprocess.run([sys.executable, *args], cwd=cwd, env=env,
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout + result.stderr
 
 
 def test_demo_trains_and_reaches_miou(tmp_path):

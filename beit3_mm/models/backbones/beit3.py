@@ -352,8 +352,10 @@ class BEiT3(BaseModule):
             return x[:, 0]
         patches = x[:, 1:]
         if self.out_type == 'featmap':
+            # contiguous NCHW: mmcv's RoIAlign (CPU and CUDA) reads the raw
+            # buffer as NCHW and scrambles a transposed (channels-last) map
             B, _, D = patches.shape
-            return patches.transpose(1, 2).reshape(B, D, *grid)
+            return patches.transpose(1, 2).reshape(B, D, *grid).contiguous()
         return self.fc_norm(patches.mean(dim=1))
 
     # ------------------------------------------------------ layer-wise decay

@@ -220,7 +220,8 @@ class BEiT3Adapter(BEiT3Dense):
             patches = x[:, num_prefix:]
             c = block.extract(c, patches, extract_inputs, shapes)
             stage_maps.append(
-                patches.transpose(1, 2).reshape(x.shape[0], -1, *grid))
+                patches.transpose(1, 2).reshape(x.shape[0], -1,
+                                                *grid).contiguous())
 
         c2, c3, c4 = split_levels(c, shapes)
         maps = (self.up(c2) + c1, c2, c3, c4)

@@ -322,10 +322,11 @@ class InteractionBlock(nn.Module):
 
 
 def split_levels(c: Tensor, shapes: Shapes) -> List[Tensor]:
-    """(B, sum(h * w), D) prior tokens -> one (B, D, h, w) map per level."""
+    """(B, sum(h * w), D) prior tokens -> one contiguous (B, D, h, w) map
+    per level (mmcv's RoIAlign misreads a channels-last one)."""
     B, _, D = c.shape
     return [
-        t.transpose(1, 2).reshape(B, D, h, w)
+        t.transpose(1, 2).reshape(B, D, h, w).contiguous()
         for t, (h, w) in zip(c.split([h * w for h, w in shapes], dim=1),
                              shapes)
     ]

@@ -23,4 +23,7 @@ class LN2d(nn.LayerNorm):
         x = F.layer_norm(
             x.permute(0, 2, 3, 1), self.normalized_shape, self.weight,
             self.bias, self.eps)
-        return x.permute(0, 3, 1, 2)
+        # contiguous NCHW out, as a norm layer of a CNN gives: mmcv's RoIAlign
+        # reads its input's raw buffer as NCHW, and convolutions would carry
+        # a channels-last layout on to it
+        return x.permute(0, 3, 1, 2).contiguous()

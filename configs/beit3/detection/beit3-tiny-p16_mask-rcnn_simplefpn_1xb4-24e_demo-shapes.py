@@ -8,9 +8,8 @@ _base_ = ['./beit3-base-p16_mask-rcnn_simplefpn_lsj-100e_coco.py']
 classes = ('circle', 'square', 'triangle')
 data_root = 'data/demo_det/'
 width = 64
-# The 128 px images are upsampled: a 16 x 16 patch grid localises the
-# shapes far better than 8 x 8, for little extra compute (the RoI heads
-# dominate).
+# The 128 px images are upsampled to 256: a 16 x 16 patch grid rather than
+# 8 x 8, for little extra compute (the RoI heads dominate).
 img_scale = (256, 256)
 model = dict(
     data_preprocessor=dict(batch_augments=None),
