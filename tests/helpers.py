@@ -17,9 +17,8 @@ TINY = dict(
     patch_size=8)
 TINY_IMG = 32
 VOCAB = 100
-CONVERTER = osp.join(
-    osp.dirname(osp.dirname(osp.abspath(__file__))),
-    'tools/model_converters/beit3_to_mm.py')
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONVERTER = osp.join(ROOT, 'tools/model_converters/beit3_to_mm.py')
 
 
 def torchscale_beit3(arch: dict, img_size: int, vocab_size: int = VOCAB,
@@ -168,4 +167,18 @@ def run_tool(*args, cwd) -> str:
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout + result.stderr
+
+
+def run_readme_demo(task: str, cfg: str, cwd) -> str:
+    """The README's demo commands for ``task`` in ``cwd``: make the data
+    under data/demo_<det|seg>, train ``cfg`` for its 24 epochs with
+    tools/train.py, test the last checkpoint with tools/test.py. Returns
+    the test log."""
+    data = dict(detection='data/demo_det', segmentation='data/demo_seg')
+    run_tool(osp.join(ROOT, 'tools/misc/make_demo_data.py'), task, '--out',
+             data[task], cwd=cwd)
+    run_tool(osp.join(ROOT, 'tools/train.py'), cfg, '--work-dir', 'work',
+             cwd=cwd)
+    return run_tool(osp.join(ROOT, 'tools/test.py'), cfg, 'work/epoch_24.pth',
+                    '--work-dir', 'work', cwd=cwd)
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import (TINY, TINY_IMG, VOCAB, pretrain_heads, randomize_,
-                     run_tool, save_released, torchscale_beit3)
+                     run_readme_demo, save_released, torchscale_beit3)
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 
@@ -437,12 +437,7 @@ def test_demo_trains_and_reaches_map(tmp_path):
     """The README's demo: make the data, train with tools/train.py (24
     epochs of 16 iterations), test with tools/test.py on the training
     images: bbox and segm mAP far above zero. A few minutes on two cores."""
-    run_tool(osp.join(ROOT, 'tools/misc/make_demo_data.py'), 'detection',
-             '--out', 'data/demo_det', cwd=tmp_path)
-    run_tool(osp.join(ROOT, 'tools/train.py'), DEMO_CFG, '--work-dir',
-             'work', cwd=tmp_path)
-    log = run_tool(osp.join(ROOT, 'tools/test.py'), DEMO_CFG,
-                   'work/epoch_24.pth', '--work-dir', 'work', cwd=tmp_path)
+    log = run_readme_demo('detection', DEMO_CFG, tmp_path)
     bbox = float(re.findall(r'coco/bbox_mAP: ([\d.]+)', log)[-1])
     segm = float(re.findall(r'coco/segm_mAP: ([\d.]+)', log)[-1])
     assert bbox > 0.7 and segm > 0.7, log[-2000:]

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import (pretrain_heads, randomize_, run_tool, save_released,
-                     torchscale_beit3)
+from helpers import (pretrain_heads, randomize_, run_readme_demo,
+                     save_released, torchscale_beit3)
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 from mmengine.model.utils import revert_sync_batchnorm
@@ -484,11 +484,6 @@ def test_demo_trains_and_reaches_miou(tmp_path):
     epochs of 16 iterations), test with tools/test.py on the training
     images; mIoU far above chance (~22: background everywhere). About two
     minutes on two busy cores."""
-    run_tool(osp.join(ROOT, 'tools/misc/make_demo_data.py'), 'segmentation',
-             '--out', 'data/demo_seg', cwd=tmp_path)
-    run_tool(osp.join(ROOT, 'tools/train.py'), DEMO_CFG, '--work-dir',
-             'work', cwd=tmp_path)
-    log = run_tool(osp.join(ROOT, 'tools/test.py'), DEMO_CFG,
-                   'work/epoch_24.pth', '--work-dir', 'work', cwd=tmp_path)
+    log = run_readme_demo('segmentation', DEMO_CFG, tmp_path)
     miou = float(re.findall(r'mIoU: ([\d.]+)', log)[-1])
     assert miou > 80, log[-2000:]

@@ -62,6 +62,8 @@ test_pipeline = [
         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
                    'scale_factor')),
 ]
+demo_dataset = dict(
+    type='CocoDataset', data_root=data_root, metainfo=dict(classes=classes))
 train_dataloader = dict(
     _delete_=True,
     batch_size=4,
@@ -69,9 +71,7 @@ train_dataloader = dict(
     sampler=dict(type='DefaultSampler', shuffle=True),
     batch_sampler=dict(type='AspectRatioBatchSampler'),
     dataset=dict(
-        type='CocoDataset',
-        data_root=data_root,
-        metainfo=dict(classes=classes),
+        demo_dataset,
         ann_file='annotations/instances_train.json',
         data_prefix=dict(img='train/'),
         filter_cfg=dict(filter_empty_gt=True),
@@ -83,9 +83,7 @@ val_dataloader = dict(
     drop_last=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
-        type='CocoDataset',
-        data_root=data_root,
-        metainfo=dict(classes=classes),
+        demo_dataset,
         ann_file='annotations/instances_val.json',
         data_prefix=dict(img='val/'),
         test_mode=True,
