@@ -216,6 +216,24 @@ def test_frozen_stages():
     assert model.encoder.layers[1].training
 
 
+def test_mask_token_trains_only_for_masked_image_modeling():
+    """A trainable parameter without a gradient stops DDP: the mask token is
+    frozen unless the model masks images."""
+    images = torch.randn(2, 3, TINY_IMG, TINY_IMG)
+    mask = torch.zeros(2, (TINY_IMG // TINY['patch_size'])**2, dtype=bool)
+    mask[:, :3] = True
+    model = tiny().train()
+    assert not model.vision_embed.mask_token.requires_grad
+    assert 'vision_embed.mask_token' in model.state_dict()
+    with pytest.raises(ValueError, match='train_mask_token=True'):
+        model.encode(images=images, image_mask=mask)
+    tiny().eval().encode(images=images, image_mask=mask)  # evaluation
+    model = tiny(train_mask_token=True).train()
+    with torch.enable_grad():
+        model.encode(images=images, image_mask=mask).sum().backward()
+    assert model.vision_embed.mask_token.grad.abs().sum() > 0
+
+
 def test_bad_inputs_have_clear_errors():
     model = tiny()
     with pytest.raises(ValueError, match=r'img_size=\(32, 32\)'):

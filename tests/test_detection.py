@@ -433,6 +433,7 @@ def test_det_inferencer_with_our_config(tmp_path):
     assert inferencer.model.dataset_meta['classes'] == cfg.classes
 
 
+@pytest.mark.slow
 def test_demo_trains_and_reaches_map(tmp_path):
     """The README's demo: make the data, train with tools/train.py (24
     epochs of 16 iterations), test with tools/test.py on the training

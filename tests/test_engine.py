@@ -58,13 +58,15 @@ def test_layer_decay_matches_official():
     groups = wrapper.optimizer.param_groups
     where = {id(p): g for g in groups for p in g['params']}
     L = TINY['num_layers']
-    for name, p in model.named_parameters():
+    trainable = [(n, p) for n, p in model.named_parameters()
+                 if p.requires_grad]  # not the frozen mask token
+    for name, p in trainable:
         g = where[id(p)]
         scale = 0.65**(L + 1 - official_depth(name, L))
         assert g['lr'] == pytest.approx(1e-3 * scale), name
         wd = 0. if official_no_decay(name, p) else 0.05
         assert g['weight_decay'] == wd, name
-    assert len(where) == len(list(model.parameters()))
+    assert len(where) == len(trainable)
     # the group mmengine logs is the head's: lr scale 1
     assert groups[0]['lr'] == pytest.approx(1e-3)
 
@@ -97,3 +99,54 @@ def test_layer_decay_custom_keys_and_errors():
                 optimizer=dict(type='AdamW', lr=1e-3),
                 constructor='LayerDecayOptimWrapperConstructor',
                 paramwise_cfg=dict(layer_decay_rate=0.5)))
+
+
+class _Sample:
+
+    def __init__(self, img_path):
+        self.metainfo = dict(img_path=img_path)
+
+
+def test_loss_monitor_stops_on_a_non_finite_loss():
+    from types import SimpleNamespace
+
+    from beit3_mm.engine.hooks import LossMonitorHook
+    hook = LossMonitorHook()
+    batch = dict(data_samples=[_Sample('a.png'), _Sample(['b0.png', 'b1.png'])])
+    runner = SimpleNamespace(iter=6)
+    outputs = dict(loss=torch.tensor(1.5), acc=torch.tensor(50.))
+    hook.after_train_iter(runner, 0, batch, outputs)  # finite: goes on
+    assert float(outputs['loss']) == 1.5
+    for bad in (float('nan'), float('inf')):
+        with pytest.raises(FloatingPointError) as e:
+            hook.after_train_iter(runner, 0, batch,
+                                  dict(loss=torch.tensor(bad)))
+        assert 'iteration 7' in str(e.value)
+        assert 'a.png, b0.png, b1.png' in str(e.value)
+
+
+@pytest.mark.slow
+def test_training_stops_on_nan_images(tmp_path):
+    """std = 0 makes every pixel inf or NaN: tools/train.py stops at the
+    first iteration and names the batch's images."""
+    import os.path as osp
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    from beit3_mm.datasets import make_classification_demo
+    make_classification_demo(str(tmp_path / 'data'), num_train=2, num_val=1)
+    proc = subprocess.run([
+        sys.executable,
+        osp.join(ROOT, 'tools/train.py'),
+        osp.join(ROOT, 'configs/beit3/classification/'
+                 'beit3-tiny-p8_1xb32-40e_demo-shapes.py'),
+        '--work-dir', str(tmp_path / 'work'), '--cfg-options',
+        f'train_dataloader.dataset.data_root={tmp_path}/data',
+        f'val_dataloader.dataset.data_root={tmp_path}/data',
+        'data_preprocessor.std=[0.0,0.0,0.0]'
+    ], capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert 'FloatingPointError: the loss is nan at iteration 1' in proc.stderr
+    assert f'{tmp_path}/data/train/' in proc.stderr

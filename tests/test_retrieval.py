@@ -243,6 +243,11 @@ def test_padding_does_not_change_real_tokens(tiny_model):
             rtol=0, atol=1e-5)
 
 
+def test_no_texts_is_an_error(tiny_model):
+    with pytest.raises(ValueError, match='empty list of texts'):
+        tiny_model.extract_text_embeddings([])
+
+
 def _contrastive_worker(rank, world, init_file, images, texts, out_dir):
     """One process of a gloo group: the loss and gradients of its shard."""
     import torch.distributed as dist
@@ -260,6 +265,7 @@ def _contrastive_worker(rank, world, init_file, images, texts, out_dir):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_contrastive_loss_across_processes(tmp_path):
     """Two processes: the mean of their losses and their gradients (summed
     over processes as DDP then averages) are the one-process loss of the

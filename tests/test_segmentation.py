@@ -479,6 +479,7 @@ def test_demo_set_matches_the_pixels(tmp_path):
         tmp_path / 'annotations/training/000003.png').read_bytes()
 
 
+@pytest.mark.slow
 def test_demo_trains_and_reaches_miou(tmp_path):
     """The README's demo: make the data, train with tools/train.py (24
     epochs of 16 iterations), test with tools/test.py on the training

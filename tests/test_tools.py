@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import run_dist_tool
 
 from beit3_mm.datasets import make_classification_demo
 
@@ -37,6 +38,7 @@ def data_opts(root):
             for split in ('train', 'val', 'test')]
 
 
+@pytest.mark.slow
 def test_train_resume_and_test(tmp_path, demo_root):
     work = str(tmp_path / 'work')
     base = [sys.executable, osp.join(ROOT, 'tools/train.py'), DEMO_CFG,
@@ -73,6 +75,7 @@ def test_test_refuses_a_released_file(tmp_path):
     assert 'beit3_to_mm.py' in proc.stderr
 
 
+@pytest.mark.slow
 def test_demo_learns(tmp_path):
     """The README's main job: the demo config on the default demo set
     ends well above chance (25%)."""
@@ -85,23 +88,22 @@ def test_demo_learns(tmp_path):
     assert accs and float(accs[0]) > 75, out[-2000:]
 
 
-def test_dist_train_two_cpu_processes(tmp_path, demo_root):
+@pytest.mark.slow
+def test_dist_train_and_test_two_cpu_processes(tmp_path, demo_root):
     work = str(tmp_path / 'work')
-    out = run([
-        'bash', osp.join(ROOT, 'tools/dist_train.sh'), DEMO_CFG, '2',
-        '--work-dir', work, '--cfg-options', *data_opts(demo_root),
-        'train_cfg.max_epochs=1', 'train_cfg.val_interval=1'
-    ], cwd=tmp_path, env=dict(PYTHON=sys.executable, PORT='29517'))
+    run_dist_tool('dist_train.sh', DEMO_CFG, '2', '--work-dir', work,
+                  '--cfg-options', *data_opts(demo_root),
+                  'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
+                  cwd=tmp_path, port=29517)
     assert osp.isfile(osp.join(work, 'epoch_1.pth'))
     log = open(glob.glob(osp.join(work, '*', '*.log'))[0]).read()
     # mmengine reports the world size as 'GPU number'
     assert 'Distributed training: True' in log and 'GPU number: 2' in log
 
-    out = run([
-        'bash', osp.join(ROOT, 'tools/dist_test.sh'), DEMO_CFG,
-        osp.join(work, 'epoch_1.pth'), '2', '--work-dir', work,
-        '--cfg-options', *data_opts(demo_root)
-    ], cwd=tmp_path, env=dict(PYTHON=sys.executable, PORT='29518'))
+    out = run_dist_tool('dist_test.sh', DEMO_CFG,
+                        osp.join(work, 'epoch_1.pth'), '2', '--work-dir',
+                        work, '--cfg-options', *data_opts(demo_root),
+                        cwd=tmp_path, port=29518)
     assert 'Epoch(test)' in out and 'accuracy/top1' in out
 
 
@@ -110,3 +112,20 @@ def test_import_is_quiet():
                           capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout == '' and proc.stderr == '', \
         proc.stderr
+
+
+@pytest.mark.parametrize('out, error', [
+    ('ckpt', 'is the checkpoint under test'),
+    ('preds.json', 'must be a .pkl or .pickle file'),
+])
+def test_test_refuses_to_overwrite(tmp_path, out, error):
+    """--out must be a pickle file and never the checkpoint under test."""
+    ckpt = tmp_path / 'epoch_1.pkl'
+    ckpt.write_bytes(b'weights')
+    out = str(ckpt) if out == 'ckpt' else str(tmp_path / out)
+    proc = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'tools/test.py'), DEMO_CFG,
+         str(ckpt), '--out', out], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert ckpt.read_bytes() == b'weights'
+    assert error in proc.stderr

@@ -1,5 +1,6 @@
 """Evaluate a beit3-mm checkpoint with mmengine's Runner."""
 import argparse
+import os.path as osp
 
 from mmengine.runner import Runner
 
@@ -14,7 +15,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--out', help='dump the raw predictions to this pickle file')
     add_launch_args(parser)
-    return parser.parse_args()
+    args = parser.parse_args()
+    # --out names a pickle file, never the checkpoint under test
+    if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
+        parser.error(f'--out must be a .pkl or .pickle file, got {args.out}')
+    if (args.out is not None and osp.exists(args.out)
+            and osp.exists(args.checkpoint)
+            and osp.samefile(args.out, args.checkpoint)):
+        parser.error(f'--out {args.out} is the checkpoint under test; '
+                     f'dumping the predictions there would destroy it')
+    return args
 
 
 def main() -> None:
@@ -23,8 +33,6 @@ def main() -> None:
     cfg = load_config(args)
     cfg.load_from = args.checkpoint
     if args.out is not None:
-        if not args.out.endswith(('.pkl', '.pickle')):
-            raise ValueError(f'--out must be a .pkl file, got {args.out}')
         evaluators = cfg.test_evaluator
         if not isinstance(evaluators, list):
             evaluators = [evaluators]

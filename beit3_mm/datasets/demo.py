@@ -198,7 +198,8 @@ def make_segmentation_demo(root: str,
                            num_train: int = 64,
                            num_val: int = 16,
                            img_size: int = 64,
-                           seed: int = 0) -> Tuple[str, ...]:
+                           seed: int = 0,
+                           max_shapes: int = 3) -> Tuple[str, ...]:
     """Write a semantic segmentation set of shapes in the ADE20K layout::
 
         root/images/training/000000.jpg ...
@@ -206,9 +207,9 @@ def make_segmentation_demo(root: str,
         root/annotations/training/000000.png ...
         root/annotations/validation/000000.png ...
 
-    Each image holds 1-3 shapes (``DETECTION_SHAPES``, taking turns so the
-    classes are balanced; later ones may cover earlier ones) of a random
-    colour and half-size (12-30% of the side) on a noisy dark background.
+    Each image holds 1 to ``max_shapes`` shapes (``DETECTION_SHAPES``,
+    taking turns so the classes are balanced; later ones may cover earlier
+    ones) of a random colour and half-size (12-30% of the side) on a noisy dark background.
     The label maps follow ADE20K: 0 is unlabelled (ignored with
     ``reduce_zero_label=True``), class ``k`` of ``SEGMENTATION_CLASSES`` is
     stored as ``k + 1``. The background is a class; the one-pixel outline
@@ -231,7 +232,7 @@ def make_segmentation_demo(root: str,
             labels = Image.new('L', (img_size, img_size),
                                SEGMENTATION_CLASSES.index('background') + 1)
             draw_img, draw_ann = ImageDraw.Draw(img), ImageDraw.Draw(labels)
-            for _ in range(int(rng.integers(1, 4))):
+            for _ in range(int(rng.integers(1, max_shapes + 1))):
                 shape = DETECTION_SHAPES[num_shapes % len(DETECTION_SHAPES)]
                 num_shapes += 1
                 r = float(rng.uniform(0.12, 0.3)) * img_size

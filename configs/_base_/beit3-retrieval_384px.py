@@ -4,7 +4,7 @@
 # resized on loading), the official pre-processing, AdamW with layer decay,
 # fp16 and activation checkpointing as in the official runs, and
 # mmpretrain's retrieval loops. Leaves set the dataset, lr and epochs.
-_base_ = ['mmpretrain::_base_/default_runtime.py']
+_base_ = ['mmpretrain::_base_/default_runtime.py', './beit3_runtime.py']
 custom_imports = dict(imports=['beit3_mm'], allow_failed_imports=False)
 
 model = dict(

@@ -2,7 +2,7 @@
 # 100-epoch schedule (184,375 iterations at batch 64): AdamW, layer-wise lr
 # decay over a BEiT-3 backbone, AMP. The data pipeline is mmdet's LSJ base;
 # models pad their batches to image_size (BatchFixedSizePad).
-_base_ = ['mmdet::common/lsj-100e_coco-instance.py']
+_base_ = ['mmdet::common/lsj-100e_coco-instance.py', './beit3_runtime.py']
 custom_imports = dict(imports=['beit3_mm'], allow_failed_imports=False)
 
 # 64 images per iteration: 8 GPUs x 8, or 16 x 4 with auto_scale_lr

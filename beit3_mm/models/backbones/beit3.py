@@ -70,6 +70,11 @@ class BEiT3(BaseModule):
             neither allocated nor loaded. Defaults to True.
         with_cp (bool): activation checkpointing per layer. Defaults to
             False.
+        train_mask_token (bool): make ``vision_embed.mask_token`` trainable.
+            Only masked image modeling (``encode(image_mask=...)``) uses
+            it; the other tasks keep it frozen, so that no trainable
+            parameter goes without a gradient (DDP fails on one) while
+            released files still load key for key. Defaults to False.
         frozen_stages (int): freeze the embeddings (>= 0) and the first
             ``frozen_stages`` layers; -1 freezes nothing.
         out_indices (int | Sequence[int]): layers whose image tokens
@@ -105,6 +110,7 @@ class BEiT3(BaseModule):
                  output_norm: bool = False,
                  with_language: bool = True,
                  with_cp: bool = False,
+                 train_mask_token: bool = False,
                  frozen_stages: int = -1,
                  out_indices: Union[int, Sequence[int]] = -1,
                  out_type: str = 'avg_featmap',
@@ -141,6 +147,8 @@ class BEiT3(BaseModule):
         self.text_embed = (nn.Embedding(vocab_size, D)
                            if with_language else None)
         self.vision_embed = VisionEmbedding(D, self.patch_size, in_channels)
+        self.train_mask_token = train_mask_token
+        self.vision_embed.mask_token.requires_grad_(train_mask_token)
         self.encoder = MultiwayEncoder(
             embed_dims=D,
             num_layers=L,
@@ -326,6 +334,11 @@ class BEiT3(BaseModule):
         """
         if images is None and text_ids is None:
             raise ValueError('encode() needs images, text_ids or both')
+        if (image_mask is not None and self.training
+                and not self.train_mask_token):
+            raise ValueError(
+                'encode(image_mask=...) in training needs a BEiT3 built with '
+                'train_mask_token=True; the mask token is frozen otherwise')
         x_v = x_t = grid = None
         if images is not None:
             x_v, grid = self._vision_tokens(images, image_mask)

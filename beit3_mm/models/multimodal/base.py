@@ -103,6 +103,9 @@ class BEiT3VLModel(BaseModel):
                 f'{type(self).__name__} got texts but has no tokenizer: set '
                 f"tokenizer=dict(type='BEiT3Tokenizer', "
                 f"name_or_path='data/beit3.spm') in the model config")
+        if not texts:
+            raise ValueError(f'{type(self).__name__} got an empty list of '
+                             f'texts to tokenize')
         enc = self.tokenizer(
             list(texts),
             padding='max_length',

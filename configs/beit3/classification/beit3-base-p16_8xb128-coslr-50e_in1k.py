@@ -6,6 +6,7 @@ _base_ = [
     'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py',
     'mmpretrain::_base_/schedules/imagenet_bs1024_adamw_swin.py',
     'mmpretrain::_base_/default_runtime.py',
+    '../../_base_/beit3_runtime.py',
 ]
 custom_imports = dict(imports=['beit3_mm'], allow_failed_imports=False)
 

@@ -7,6 +7,7 @@
 _base_ = [
     'mmpretrain::_base_/datasets/nlvr2.py',
     'mmpretrain::_base_/default_runtime.py',
+    '../../_base_/beit3_runtime.py',
 ]
 custom_imports = dict(imports=['beit3_mm'], allow_failed_imports=False)
 

@@ -8,7 +8,8 @@ _base_ = [
     'mmseg::_base_/models/upernet_beit.py',
     'mmseg::_base_/datasets/ade20k_640x640.py',
     'mmseg::_base_/default_runtime.py',
-    'mmseg::_base_/schedules/schedule_160k.py'
+    'mmseg::_base_/schedules/schedule_160k.py',
+    '../../_base_/beit3_runtime.py',
 ]
 custom_imports = dict(imports=['beit3_mm'], allow_failed_imports=False)
 

@@ -6,7 +6,10 @@
 # AdamW lr 3e-5 with layer decay 0.9 (adapter and head at the top depth),
 # 1500 warm-up iterations then poly decay, slide inference (with our
 # EncoderDecoderMask2Former, which fixes mmseg's Mask2Former slide inference).
-_base_ = ['mmseg::mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py']
+_base_ = [
+    'mmseg::mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py',
+    '../../_base_/beit3_runtime.py',
+]
 custom_imports = dict(
     imports=['mmdet.models', 'beit3_mm'], allow_failed_imports=False)
 

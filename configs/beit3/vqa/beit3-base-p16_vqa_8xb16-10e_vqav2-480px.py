@@ -9,6 +9,7 @@
 _base_ = [
     'mmpretrain::_base_/datasets/coco_vqa.py',
     'mmpretrain::_base_/default_runtime.py',
+    '../../_base_/beit3_runtime.py',
 ]
 custom_imports = dict(imports=['beit3_mm'], allow_failed_imports=False)
 

@@ -2,7 +2,7 @@
 # each class name in the 80 OpenAI ImageNet prompt templates through the
 # language encoder (embeddings averaged per class), images through the
 # vision encoder at 224, cosine similarity. Test only.
-_base_ = ['mmpretrain::_base_/default_runtime.py']
+_base_ = ['mmpretrain::_base_/default_runtime.py', '../../_base_/beit3_runtime.py']
 custom_imports = dict(imports=['beit3_mm'], allow_failed_imports=False)
 
 model = dict(
