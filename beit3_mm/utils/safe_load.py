@@ -44,8 +44,9 @@ MMENGINE_SAFE_GLOBALS = [
     np.core.multiarray.scalar,
     np.ndarray,
     np.dtype,
+    # uint32: the key array of ``np.random.get_state()``.
     *{type(np.dtype(t)) for t in (np.float64, np.float32, np.int64, np.int32,
-                                  np.bool_)},
+                                  np.uint32, np.bool_)},
 ]
 # What the official BEiT-3 training script pickles besides the above.
 OFFICIAL_SAFE_GLOBALS = [argparse.Namespace]

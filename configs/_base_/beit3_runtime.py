@@ -3,4 +3,5 @@
 # custom_hooks replaces this list: add these to it.
 custom_hooks = [
     dict(type='LossMonitorHook'),
+    dict(type='RandomStateHook'),
 ]

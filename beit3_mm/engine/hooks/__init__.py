@@ -1,5 +1,6 @@
 """Runner hooks that every beit3-mm config runs (``configs/_base_/
 beit3_runtime.py``)."""
 from .loss_monitor_hook import LossMonitorHook
+from .random_state_hook import RandomStateHook
 
-__all__ = ['LossMonitorHook']
+__all__ = ['LossMonitorHook', 'RandomStateHook']
