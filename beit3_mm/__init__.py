@@ -1,13 +1,15 @@
 """BEiT-3 for OpenMMLab.
 
 Importing the package registers its components (see
-:mod:`beit3_mm.registry`) and allow-lists the classes that mmengine
-checkpoints hold for ``torch.load(weights_only=True)``.
+:mod:`beit3_mm.registry`), allow-lists the classes that mmengine
+checkpoints hold for ``torch.load(weights_only=True)`` and makes mmengine's
+checkpoint loader read files and URLs that way (see
+:mod:`beit3_mm.utils.safe_load`).
 """
-from .utils import allow_mmengine_checkpoints
+from .utils import setup_safe_loading
 from .version import __version__
 
-allow_mmengine_checkpoints()
+setup_safe_loading()
 
 from . import datasets, engine, models  # noqa: E402,F401
 

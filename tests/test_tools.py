@@ -61,17 +61,18 @@ def test_train_resume_and_test(tmp_path, demo_root):
     assert osp.isfile(osp.join(work, 'preds.pkl'))
 
 
-def test_test_refuses_a_released_file(tmp_path):
+def test_test_refuses_a_released_file(tmp_path, demo_root):
     """tools/test.py would load a released file's keys into nothing."""
     import torch
     released = str(tmp_path / 'beit3_base_patch16_224_in1k.pth')
     torch.save(dict(model={'beit3.vision_embed.cls_token': torch.zeros(3)}),
                released)
     proc = subprocess.run(
-        [sys.executable, osp.join(ROOT, 'tools/test.py'), DEMO_CFG, released],
+        [sys.executable, osp.join(ROOT, 'tools/test.py'), DEMO_CFG, released,
+         '--cfg-options', *data_opts(demo_root)],
         cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode != 0
-    assert 'is a released BEiT-3 file' in proc.stderr
+    assert f'{released} is a released BEiT-3 file' in proc.stderr
     assert 'beit3_to_mm.py' in proc.stderr
 
 

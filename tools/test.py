@@ -4,8 +4,8 @@ import os.path as osp
 
 from mmengine.runner import Runner
 
-from beit3_mm.utils import (add_launch_args, check_test_checkpoint,
-                            finish_launch, load_config, setup_launch)
+from beit3_mm.utils import (add_launch_args, finish_launch, load_config,
+                            setup_launch)
 
 
 def parse_args() -> argparse.Namespace:
@@ -29,7 +29,6 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    check_test_checkpoint(args.checkpoint)
     cfg = load_config(args)
     cfg.load_from = args.checkpoint
     if args.out is not None:

@@ -1,8 +1,9 @@
-from .launch import (add_launch_args, check_test_checkpoint, finish_launch,
-                     load_config, setup_launch)
-from .safe_load import allow_mmengine_checkpoints, read_checkpoint
+from .launch import add_launch_args, finish_launch, load_config, setup_launch
+from .safe_load import (CheckpointRead, last_checkpoint_read, read_checkpoint,
+                        setup_safe_loading, weight_shapes)
 
 __all__ = [
-    'allow_mmengine_checkpoints', 'read_checkpoint', 'add_launch_args',
-    'load_config', 'setup_launch', 'finish_launch', 'check_test_checkpoint'
+    'setup_safe_loading', 'read_checkpoint', 'last_checkpoint_read',
+    'CheckpointRead', 'weight_shapes', 'add_launch_args', 'load_config',
+    'setup_launch', 'finish_launch'
 ]

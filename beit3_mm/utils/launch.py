@@ -8,8 +8,6 @@ import torch
 import torch.distributed as dist
 from mmengine.config import Config, DictAction
 
-from .safe_load import read_checkpoint
-
 
 def add_launch_args(parser: argparse.ArgumentParser) -> None:
     """``--work-dir``, ``--cfg-options``, ``--launcher``, ``--local-rank``.
@@ -76,28 +74,3 @@ def finish_launch() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
-
-
-def check_test_checkpoint(path: str) -> None:
-    """Refuse a released BEiT-3 file given to ``tools/test.py``.
-
-    The Runner loads ``load_from`` non-strictly: the keys of a released
-    file (``{'model': {'beit3.*': ...}}``) would match nothing, leave the
-    model at its init and give wrong metrics without an error.
-
-    Paths that are not local files (URLs, remote storage) are left to
-    mmengine.
-
-    Raises:
-        ValueError: ``path`` is a released (not converted) file.
-    """
-    if not osp.isfile(path):
-        return
-    ckpt = read_checkpoint(path, mmap=True)
-    if (isinstance(ckpt, dict) and 'state_dict' not in ckpt
-            and isinstance(ckpt.get('model'), dict)):
-        raise ValueError(
-            f'{path} is a released BEiT-3 file ({{"model": ...}}), not a '
-            f'beit3-mm checkpoint; convert it first: python '
-            f'tools/model_converters/beit3_to_mm.py {path} OUT.pth '
-            f'[--img-size N], then test OUT.pth')

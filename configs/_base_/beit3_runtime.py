@@ -4,4 +4,5 @@
 custom_hooks = [
     dict(type='LossMonitorHook'),
     dict(type='RandomStateHook'),
+    dict(type='CheckpointCheckHook'),
 ]

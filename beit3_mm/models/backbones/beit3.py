@@ -11,6 +11,7 @@ from mmengine.model.weight_init import trunc_normal_
 from beit3_mm.registry import MODELS
 from ..layers import (NUM_VISION_EXTRA_ROWS, POS_OFFSET, Multiway,
                       MultiwayTransformerLayer, VisionEmbedding)
+from ..utils.checkpoint import check_backbone_state
 
 Tensor = torch.Tensor
 
@@ -163,6 +164,8 @@ class BEiT3(BaseModule):
         self.fc_norm = (nn.LayerNorm(D, eps=1e-5)
                         if out_type == 'avg_featmap' else None)
         self._freeze_stages()
+        # mmengine loads non-strictly: refuse weights that are not ours
+        self.register_load_state_dict_pre_hook(check_backbone_state)
 
     # ------------------------------------------------------------------ build
     @classmethod

@@ -1,4 +1,5 @@
-from .checkpoint import (fit_backbone_state, is_language_key,
+from .checkpoint import (CheckpointMismatchError, check_backbone_state,
+                         fit_backbone_state, is_language_key,
                          load_beit3_checkpoint, load_beit3_model,
                          model_state_dict, read_beit3_file, split_backbone,
                          summarize_keys)
@@ -6,5 +7,6 @@ from .checkpoint import (fit_backbone_state, is_language_key,
 __all__ = [
     'load_beit3_checkpoint', 'load_beit3_model', 'read_beit3_file',
     'fit_backbone_state', 'model_state_dict', 'split_backbone',
-    'is_language_key', 'summarize_keys'
+    'is_language_key', 'summarize_keys', 'CheckpointMismatchError',
+    'check_backbone_state'
 ]

@@ -6,6 +6,12 @@ full checkpoints add ``optimizer``, ``args``, ``epoch`` and ``scaler``;
 beit3_mm's own (mmengine) checkpoints put the backbone under ``backbone.``.
 These helpers find the backbone part in any of them, fit it to a given
 :class:`~beit3_mm.models.BEiT3` and say what they left out.
+
+mmengine loads ``load_from``, resumed and tested checkpoints non-strictly
+and only warns about keys and shapes that do not match: every
+:class:`~beit3_mm.models.BEiT3` checks with :func:`check_backbone_state`
+that a state dict loaded into it holds its weights, and says what the
+state dict is otherwise.
 """
 import re
 from collections import Counter
@@ -14,7 +20,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from mmengine.logging import MMLogger, print_log
 
-from beit3_mm.utils import read_checkpoint
+from beit3_mm.utils import (last_checkpoint_read, read_checkpoint,
+                            weight_shapes)
 from ..layers import (resize_rel_pos, resize_vision_pos_table,
                       vision_table_grid)
 
@@ -28,6 +35,83 @@ _LANGUAGE_KEY = re.compile(r'^text_embed\.|(^|\.)B\.')
 # relative position tables of dense backbones (use_rel_pos), which released
 # files do not hold
 _REL_POS_KEY = re.compile(r'\.self_attn\.rel_pos\.[hw]$')
+CONVERTER = 'tools/model_converters/beit3_to_mm.py'
+
+
+class CheckpointMismatchError(ValueError):
+    """Weights that do not belong to the model they are loaded into."""
+
+
+def describe_source(state_dict: Dict[str, Any]) -> Tuple[str, dict]:
+    """The name and :func:`~beit3_mm.utils.weight_shapes` of the weights a
+    ``load_state_dict`` hook got.
+
+    Modules see only the keys under their prefix. When all of them are
+    keys of the checkpoint file read last (:func:`~beit3_mm.utils.
+    last_checkpoint_read`), as for every mmengine entry (``load_from``,
+    resume, ``tools/test.py``, ``load_checkpoint``, the inferencers), that
+    file is named and described whole; none (a released file's ``model``
+    entry holds them all) counts as all. Else it is 'the state dict'.
+    """
+    read = last_checkpoint_read()
+    if read is not None and all(k in read.shapes for k in state_dict):
+        return read.path, read.shapes
+    return 'the state dict', weight_shapes(state_dict)
+
+
+def top_level_names(keys: List[str], limit: int = 8) -> str:
+    """'backbone, head' for keys 'backbone.*' and 'head.*'."""
+    names = sorted({k.split('.')[0] for k in keys})
+    more = f', ... ({len(names)} in all)' if len(names) > limit else ''
+    return ', '.join(names[:limit]) + more if names else 'none'
+
+
+def check_backbone_state(backbone, state_dict: Dict[str, Any], prefix: str,
+                         *args) -> None:
+    """``load_state_dict`` pre-hook of :class:`~beit3_mm.models.BEiT3`.
+
+    Raises:
+        CheckpointMismatchError: the state dict holds fewer than half of
+            the backbone's BEiT-3 keys (``BACKBONE_ROOTS``) under
+            ``prefix`` with the backbone's shapes; the one-line message
+            says whether it looks like a released file, a BEiT-3 of
+            another size or another model, and what to do.
+    """
+    own = {
+        k: tuple(v.shape)
+        for k, v in backbone.state_dict().items()
+        if k.startswith(BACKBONE_ROOTS)
+    }
+    named = [k for k in own if prefix + k in state_dict]
+    fitting = [
+        k for k in named if isinstance(state_dict[prefix + k], Tensor)
+        and tuple(state_dict[prefix + k].shape) == own[k]
+    ]
+    if 2 * len(fitting) >= len(own):
+        return
+    source, shapes = describe_source(state_dict)
+    found = (f'{len(fitting)} of the {len(own)} BEiT-3 tensors of this '
+             f'{type(backbone).__name__} fit under {prefix!r}')
+    if any(k.startswith('beit3.') for k in shapes):
+        file = source if source != 'the state dict' else 'FILE'
+        raise CheckpointMismatchError(
+            f'{source} is a released BEiT-3 file (keys beit3.*), not a '
+            f'beit3-mm checkpoint ({found}): convert it with python '
+            f'{CONVERTER} {file} OUT.pth, or initialise the backbone from '
+            f"it with init_cfg=dict(type='Pretrained', checkpoint='{file}') "
+            f'(model.backbone.init_cfg; model.init_cfg for the '
+            f'vision-language models)')
+    if 2 * len(named) >= len(own):
+        k = next(k for k in named if k not in fitting)
+        raise CheckpointMismatchError(
+            f'{source} holds a BEiT-3 of another size ({found}; the names '
+            f'match, the shapes do not, e.g. {prefix + k}: '
+            f'{shapes.get(prefix + k)} there, {own[k]} here): give a '
+            f'checkpoint of this arch, or set the arch that the checkpoint '
+            f'was trained with')
+    raise CheckpointMismatchError(
+        f'{source} is a checkpoint of another model ({found}; its modules: '
+        f'{top_level_names(list(shapes))}): give a checkpoint of this model')
 
 
 def is_language_key(key: str) -> bool:
@@ -228,7 +312,6 @@ def load_beit3_model(model,
     """
     backbone, others = read_beit3_file(path)
     state, notes = fit_backbone_state(backbone, others, model.backbone, path)
-    model.backbone.load_state_dict(state, strict=False)
 
     target = {
         k: v
@@ -245,7 +328,9 @@ def load_beit3_model(model,
                              f'head for another number of classes?)')
         else:
             heads[k] = v
-    model.load_state_dict(heads, strict=False)
+    # one load: the backbone's check sees its weights with the heads
+    backbone_state = {'backbone.' + k: v for k, v in state.items()}
+    model.load_state_dict({**backbone_state, **heads}, strict=False)
     fresh = [k for k in target if k not in heads]
     if heads:
         notes.append(f'loaded heads: {summarize_keys(list(heads))}')
