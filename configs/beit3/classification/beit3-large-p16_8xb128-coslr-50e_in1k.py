@@ -1,6 +1,6 @@
 # BEiT-3 large ImageNet-1k fine-tuning, the released recipe (87.6 top-1):
 # lr 2e-4, layer decay 0.8, drop path 0.25, activation checkpointing;
-# everything else as for base.
+# everything else as for base (the warm-up starts at 1e-6 as there).
 _base_ = ['./beit3-base-p16_8xb128-coslr-50e_in1k.py']
 
 model = dict(
@@ -13,19 +13,7 @@ model = dict(
 
 optim_wrapper = dict(
     optimizer=dict(lr=2e-4), paramwise_cfg=dict(layer_decay_rate=0.8))
-# lists replace the base's whole: the warm-up starts at 1e-6 as in base
 param_scheduler = [
-    dict(
-        type='LinearLR',
-        start_factor=1e-6 / 2e-4,
-        by_epoch=True,
-        end=5,
-        convert_to_iter_based=True),
-    dict(
-        type='CosineAnnealingLR',
-        eta_min=1e-6,
-        by_epoch=True,
-        begin=5,
-        end=50,
-        convert_to_iter_based=True),
+    dict(_base_.param_scheduler[0], start_factor=1e-6 / 2e-4),
+    _base_.param_scheduler[1],
 ]

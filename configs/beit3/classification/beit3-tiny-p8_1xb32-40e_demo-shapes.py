@@ -62,19 +62,8 @@ test_evaluator = val_evaluator
 optim_wrapper = dict(
     optimizer=dict(lr=2e-3), paramwise_cfg=dict(layer_decay_rate=0.9))
 param_scheduler = [
-    dict(
-        type='LinearLR',
-        start_factor=1e-2,
-        by_epoch=True,
-        end=4,
-        convert_to_iter_based=True),
-    dict(
-        type='CosineAnnealingLR',
-        eta_min=1e-5,
-        by_epoch=True,
-        begin=4,
-        end=40,
-        convert_to_iter_based=True),
+    dict(_base_.param_scheduler[0], start_factor=1e-2, end=4),
+    dict(_base_.param_scheduler[1], eta_min=1e-5, begin=4, end=40),
 ]
 train_cfg = dict(max_epochs=40, val_interval=10)
 default_hooks = dict(logger=dict(interval=4))

@@ -6,6 +6,7 @@
 # data/nlvr2/train first.
 _base_ = [
     'mmpretrain::_base_/datasets/nlvr2.py',
+    '../../_base_/schedules/adamw_layer-decay_warmup-cosine_amp.py',
     'mmpretrain::_base_/default_runtime.py',
     '../../_base_/beit3_runtime.py',
 ]
@@ -83,32 +84,12 @@ test_dataloader = dict(
     sampler=dict(type='DefaultSampler', shuffle=False))
 test_evaluator = dict(type='Accuracy')
 
-optim_wrapper = dict(
-    type='AmpOptimWrapper',
-    loss_scale='dynamic',
-    optimizer=dict(
-        type='AdamW', lr=7e-4, betas=(0.9, 0.999), weight_decay=0.2),
-    constructor='LayerDecayOptimWrapperConstructor',
-    paramwise_cfg=dict(layer_decay_rate=0.65))
-# linear warm-up from ~0, then cosine to 1e-6, per iteration
+optim_wrapper = dict(optimizer=dict(weight_decay=0.2))
 param_scheduler = [
-    dict(
-        type='LinearLR',
-        start_factor=1e-6 / 7e-4,
-        by_epoch=True,
-        end=5,
-        convert_to_iter_based=True),
-    dict(
-        type='CosineAnnealingLR',
-        eta_min=1e-6,
-        by_epoch=True,
-        begin=5,
-        end=20,
-        convert_to_iter_based=True),
+    _base_.param_scheduler[0],  # warm-up from 1e-6 at lr 7e-4, 5 epochs
+    dict(_base_.param_scheduler[1], end=20),
 ]
-train_cfg = dict(by_epoch=True, max_epochs=20, val_interval=1)
-val_cfg = dict()
-test_cfg = dict()
+train_cfg = dict(max_epochs=20)
 
 default_hooks = dict(
     logger=dict(interval=50),

@@ -82,19 +82,8 @@ optim_wrapper = dict(
     constructor='LayerDecayOptimWrapperConstructor',
     paramwise_cfg=dict(layer_decay_rate=0.9))
 param_scheduler = [
-    dict(
-        type='LinearLR',
-        start_factor=1e-2,
-        by_epoch=True,
-        end=2,
-        convert_to_iter_based=True),
-    dict(
-        type='CosineAnnealingLR',
-        eta_min=1e-6,
-        by_epoch=True,
-        begin=2,
-        end=20,
-        convert_to_iter_based=True),
+    dict(_base_.param_scheduler[0], start_factor=1e-2, end=2),
+    dict(_base_.param_scheduler[1], begin=2),
 ]
 train_cfg = dict(max_epochs=20, val_interval=5)
 default_hooks = dict(logger=dict(interval=20))

@@ -26,19 +26,8 @@ test_dataloader = dict(
 optim_wrapper = dict(optimizer=dict(lr=2e-4))
 # linear warm-up from 1e-6, then cosine to 1e-6, per iteration
 param_scheduler = [
-    dict(
-        type='LinearLR',
-        start_factor=1e-6 / 2e-4,
-        by_epoch=True,
-        end=3,
-        convert_to_iter_based=True),
-    dict(
-        type='CosineAnnealingLR',
-        eta_min=1e-6,
-        by_epoch=True,
-        begin=3,
-        end=15,
-        convert_to_iter_based=True),
+    dict(_base_.param_scheduler[0], start_factor=1e-6 / 2e-4, end=3),
+    dict(_base_.param_scheduler[1], begin=3, end=15),
 ]
 train_cfg = dict(max_epochs=15)
 auto_scale_lr = dict(base_batch_size=3072)

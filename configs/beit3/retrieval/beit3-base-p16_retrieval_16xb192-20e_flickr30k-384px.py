@@ -24,19 +24,8 @@ test_dataloader = dict(
 optim_wrapper = dict(optimizer=dict(lr=1e-4))
 # linear warm-up from 1e-6, then cosine to 1e-6, per iteration
 param_scheduler = [
-    dict(
-        type='LinearLR',
-        start_factor=1e-6 / 1e-4,
-        by_epoch=True,
-        end=5,
-        convert_to_iter_based=True),
-    dict(
-        type='CosineAnnealingLR',
-        eta_min=1e-6,
-        by_epoch=True,
-        begin=5,
-        end=20,
-        convert_to_iter_based=True),
+    dict(_base_.param_scheduler[0], start_factor=1e-6 / 1e-4, end=5),
+    dict(_base_.param_scheduler[1], begin=5, end=20),
 ]
 train_cfg = dict(max_epochs=20)
 auto_scale_lr = dict(base_batch_size=3072)

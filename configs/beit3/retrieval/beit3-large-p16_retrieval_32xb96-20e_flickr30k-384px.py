@@ -12,17 +12,6 @@ train_dataloader = dict(batch_size=96)
 optim_wrapper = dict(
     optimizer=dict(lr=5e-5), paramwise_cfg=dict(layer_decay_rate=0.85))
 param_scheduler = [
-    dict(
-        type='LinearLR',
-        start_factor=1e-6 / 5e-5,
-        by_epoch=True,
-        end=5,
-        convert_to_iter_based=True),
-    dict(
-        type='CosineAnnealingLR',
-        eta_min=1e-6,
-        by_epoch=True,
-        begin=5,
-        end=20,
-        convert_to_iter_based=True),
+    dict(_base_.param_scheduler[0], start_factor=1e-6 / 5e-5),
+    _base_.param_scheduler[1],
 ]

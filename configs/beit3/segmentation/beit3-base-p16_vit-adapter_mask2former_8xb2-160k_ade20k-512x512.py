@@ -10,6 +10,7 @@ _base_ = [
     'mmseg::mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py',
     '../../_base_/beit3_runtime.py',
 ]
+# mmseg's Mask2Former head builds mmdet's modules
 custom_imports = dict(
     imports=['mmdet.models', 'beit3_mm'], allow_failed_imports=False)
 

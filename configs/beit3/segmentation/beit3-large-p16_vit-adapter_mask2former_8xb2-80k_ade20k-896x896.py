@@ -66,16 +66,8 @@ test_dataloader = val_dataloader
 optim_wrapper = dict(optimizer=dict(lr=2e-5))
 max_iters = 80000
 param_scheduler = [
-    dict(
-        type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0,
-        end=1500),
-    dict(
-        type='PolyLR',
-        power=1.0,
-        eta_min=0.0,
-        begin=1500,
-        end=max_iters,
-        by_epoch=False)
+    _base_.param_scheduler[0],
+    dict(_base_.param_scheduler[1], end=max_iters),
 ]
 interval = 8000
 train_cfg = dict(max_iters=max_iters, val_interval=interval)

@@ -8,17 +8,6 @@ model = dict(
 
 optim_wrapper = dict(optimizer=dict(lr=2e-5))
 param_scheduler = [
-    dict(
-        type='LinearLR',
-        start_factor=1e-6 / 2e-5,
-        by_epoch=True,
-        end=1,
-        convert_to_iter_based=True),
-    dict(
-        type='CosineAnnealingLR',
-        eta_min=1e-6,
-        by_epoch=True,
-        begin=1,
-        end=10,
-        convert_to_iter_based=True),
+    dict(_base_.param_scheduler[0], start_factor=1e-6 / 2e-5),
+    _base_.param_scheduler[1],
 ]

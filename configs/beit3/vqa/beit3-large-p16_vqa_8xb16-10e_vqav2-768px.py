@@ -10,73 +10,17 @@ model = dict(
     init_cfg=dict(
         checkpoint='checkpoints/beit3_large_indomain_patch16_224.pth'))
 
+# The 480 pipelines at 768: crop and resize scales, translation 10 pixels.
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(
-        type='RandomResizedCrop',
-        scale=768,
-        crop_ratio_range=(0.5, 1.0),
-        interpolation='bicubic',
-        backend='pillow'),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(
-        type='RandAugment',
-        num_policies=2,
-        magnitude_level=7,
-        total_level=10,
-        policies=[
-            dict(type='Brightness', magnitude=0.),  # 'Identity'
-            dict(type='AutoContrast'),
-            dict(type='Equalize'),
-            dict(
-                type='Brightness',
-                magnitude_range=(-0.9, 0.9),
-                random_negative_prob=0.),
-            dict(
-                type='Sharpness',
-                magnitude_range=(-0.9, 0.9),
-                random_negative_prob=0.),
-            dict(
-                type='Shear',
-                magnitude_range=(0, 0.3),
-                direction='horizontal',
-                interpolation='bilinear'),
-            dict(
-                type='Shear',
-                magnitude_range=(0, 0.3),
-                direction='vertical',
-                interpolation='bilinear'),
-            dict(
-                type='Translate',
-                magnitude_range=(0, 10 / 768),
-                direction='horizontal',
-                interpolation='bilinear'),
-            dict(
-                type='Translate',
-                magnitude_range=(0, 10 / 768),
-                direction='vertical',
-                interpolation='bilinear'),
-            dict(
-                type='Rotate',
-                magnitude_range=(0, 30),
-                interpolation='bilinear'),
-        ]),
-    dict(
-        type='PackInputs',
-        algorithm_keys=['question', 'gt_answer', 'gt_answer_weight'],
-        meta_keys=['question_id', 'image_id']),
+    dict(t, scale=768) if t.type == 'RandomResizedCrop' else
+    dict(t, policies=[
+        dict(p, magnitude_range=(0, 10 / 768)) if p.type == 'Translate' else p
+        for p in t.policies
+    ]) if t.type == 'RandAugment' else t for t in _base_.train_pipeline
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(
-        type='Resize',
-        scale=(768, 768),
-        interpolation='bicubic',
-        backend='pillow'),
-    dict(
-        type='PackInputs',
-        algorithm_keys=['question', 'gt_answer', 'gt_answer_weight'],
-        meta_keys=['question_id', 'image_id']),
+    dict(t, scale=(768, 768)) if t.type == 'Resize' else t
+    for t in _base_.test_pipeline
 ]
 train_dataloader = dict(
     dataset=dict(
