@@ -234,6 +234,20 @@ def test_mask_token_trains_only_for_masked_image_modeling():
     assert model.vision_embed.mask_token.grad.abs().sum() > 0
 
 
+def test_layers_are_built_with_their_options():
+    """layer_cfgs: one dict for every layer, or one per layer."""
+    model = tiny(layer_cfgs=dict(window_size=2))
+    assert [layer.self_attn.window_size
+            for layer in model.encoder.layers] == [2, 2]
+    model = tiny(layer_cfgs=[dict(rel_pos_size=(4, 4)), dict()])
+    attn = [layer.self_attn for layer in model.encoder.layers]
+    assert attn[0].rel_pos.h.shape == (7, TINY['embed_dims'] //
+                                       TINY['num_heads'])
+    assert attn[1].rel_pos is None and attn[1].window_size == 0
+    with pytest.raises(ValueError, match='1 entries for 2 layers'):
+        tiny(layer_cfgs=[dict()])
+
+
 def test_bad_inputs_have_clear_errors():
     model = tiny()
     with pytest.raises(ValueError, match=r'img_size=\(32, 32\)'):

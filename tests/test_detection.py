@@ -192,9 +192,8 @@ def test_window_attention_with_rel_pos_matches_direct(grid, ws):
 def test_global_attention_with_rel_pos_matches_direct():
     """Global layers: terms between patches, none for the CLS token; the
     tables get the gradients of the direct computation."""
-    attn = MultiwayAttention(16, 2, with_language=False)
     grid = (2, 3)
-    attn.rel_pos = DecomposedRelPos(grid, 8)
+    attn = MultiwayAttention(16, 2, with_language=False, rel_pos_size=grid)
     randomize_(attn)
     x = torch.randn(2, 7, 16)
 

@@ -26,7 +26,8 @@ class MultiwayEncoder(nn.Module):
     def __init__(self, embed_dims: int, num_layers: int, num_heads: int,
                  feedforward_channels: int, num_vision_positions: int,
                  num_text_positions: int, drop_path_rate: float,
-                 output_norm: bool, with_language: bool, with_cp: bool):
+                 output_norm: bool, with_language: bool, with_cp: bool,
+                 layer_cfgs: Sequence[dict]):
         super().__init__()
         self.embed_positions = Multiway(
             nn.Embedding(num_vision_positions, embed_dims),
@@ -36,8 +37,8 @@ class MultiwayEncoder(nn.Module):
         self.layers = nn.ModuleList(
             MultiwayTransformerLayer(embed_dims, num_heads,
                                      feedforward_channels, rate,
-                                     with_language, with_cp)
-            for rate in rates)
+                                     with_language, with_cp, **cfg)
+            for rate, cfg in zip(rates, layer_cfgs))
         self.layer_norm = Multiway.pair(
             lambda: nn.LayerNorm(embed_dims, eps=1e-5),
             with_language) if output_norm else None
@@ -80,6 +81,10 @@ class BEiT3(BaseModule):
             ``frozen_stages`` layers; -1 freezes nothing.
         out_indices (int | Sequence[int]): layers whose image tokens
             :meth:`forward` returns. Defaults to -1.
+        layer_cfgs (dict | Sequence[dict]): more arguments of the layers
+            (:class:`~beit3_mm.models.layers.MultiwayTransformerLayer`:
+            ``window_size``, ``rel_pos_size``), one dict for all layers or
+            one per layer. Defaults to ``dict()``.
         out_type (str): 'cls_token', 'avg_featmap' (mean of the patch tokens
             then ``fc_norm``, as the released classifier), 'featmap'
             (B, D, h, w) or 'raw' (B, 1 + h * w, D). Defaults to
@@ -114,6 +119,7 @@ class BEiT3(BaseModule):
                  train_mask_token: bool = False,
                  frozen_stages: int = -1,
                  out_indices: Union[int, Sequence[int]] = -1,
+                 layer_cfgs: Union[dict, Sequence[dict]] = dict(),
                  out_type: str = 'avg_featmap',
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
@@ -144,6 +150,12 @@ class BEiT3(BaseModule):
         self.output_norm = output_norm
         self.frozen_stages = frozen_stages
 
+        if isinstance(layer_cfgs, dict):
+            layer_cfgs = [layer_cfgs] * L
+        if len(layer_cfgs) != L:
+            raise ValueError(f'layer_cfgs has {len(layer_cfgs)} entries for '
+                             f'{L} layers')
+
         num_patches = self.patch_resolution[0] * self.patch_resolution[1]
         self.text_embed = (nn.Embedding(vocab_size, D)
                            if with_language else None)
@@ -160,7 +172,8 @@ class BEiT3(BaseModule):
             drop_path_rate=drop_path_rate,
             output_norm=output_norm,
             with_language=with_language,
-            with_cp=with_cp)
+            with_cp=with_cp,
+            layer_cfgs=layer_cfgs)
         self.fc_norm = (nn.LayerNorm(D, eps=1e-5)
                         if out_type == 'avg_featmap' else None)
         self._freeze_stages()

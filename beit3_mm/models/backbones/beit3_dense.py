@@ -5,7 +5,7 @@ import torch
 from mmengine.utils import to_2tuple
 
 from beit3_mm.registry import MODELS
-from ..layers import DecomposedRelPos, resize_vision_pos_table
+from ..layers import resize_vision_pos_table
 from .beit3 import BEiT3
 
 
@@ -58,6 +58,28 @@ class BEiT3Dense(BEiT3):
                  rel_pos_img_size: Optional[Union[int, Tuple[int,
                                                             int]]] = None,
                  init_cfg: Optional[dict] = None):
+        settings = self._parse_arch(arch)
+        L = settings['num_layers']
+        if global_attn_indexes is None:
+            global_attn_indexes = sorted(
+                {max(L * (i + 1) // 4 - 1, 0)
+                 for i in range(4)})
+        bad = [i for i in global_attn_indexes if not 0 <= i < L]
+        if bad:
+            raise ValueError(f'global_attn_indexes {bad} out of range for '
+                             f'{L} layers')
+        global_grid = tuple(s // settings['patch_size'] for s in to_2tuple(
+            rel_pos_img_size or pretrain_img_size))
+        # per layer: window or global attention, and the grid of its
+        # relative position tables (the window, or the training input)
+        layer_cfgs = []
+        for i in range(L):
+            window = 0 if i in global_attn_indexes else window_size
+            rel_pos_size = None
+            if use_rel_pos:
+                rel_pos_size = (window, window) if window else global_grid
+            layer_cfgs.append(
+                dict(window_size=window, rel_pos_size=rel_pos_size))
         super().__init__(
             arch=arch,
             img_size=pretrain_img_size,
@@ -67,31 +89,12 @@ class BEiT3Dense(BEiT3):
             with_cp=with_cp,
             frozen_stages=frozen_stages,
             out_indices=out_indices,
+            layer_cfgs=layer_cfgs,
             out_type='featmap',
             init_cfg=init_cfg)
-        L = self.num_layers
-        if global_attn_indexes is None:
-            global_attn_indexes = sorted(
-                {max(L * (i + 1) // 4 - 1, 0)
-                 for i in range(4)})
-        bad = [i for i in global_attn_indexes if not 0 <= i < L]
-        if bad:
-            raise ValueError(f'global_attn_indexes {bad} out of range for '
-                             f'{L} layers')
         self.window_size = window_size
         self.global_attn_indexes = sorted(global_attn_indexes)
         self.use_rel_pos = use_rel_pos
-        P = self.patch_size
-        global_grid = tuple(
-            s // P for s in to_2tuple(rel_pos_img_size or pretrain_img_size))
-        for i, layer in enumerate(self.encoder.layers):
-            attn = layer.self_attn
-            if i not in self.global_attn_indexes:
-                attn.window_size = window_size
-            if use_rel_pos:
-                attn.rel_pos = DecomposedRelPos(
-                    (window_size, window_size) if attn.window_size else
-                    global_grid, attn.head_dims)
 
     def _check_images(self, images: torch.Tensor) -> None:
         P = self.patch_size

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from mmcv.cnn.bricks.drop import DropPath
 from torch.utils.checkpoint import checkpoint
 
+from .rel_pos import DecomposedRelPos
 from .window import window_attention
 
 Tensor = torch.Tensor
@@ -77,26 +78,31 @@ class MultiwayAttention(nn.Module):
         embed_dims (int): D.
         num_heads (int): H; D must divide by it.
         with_language (bool): build the language experts.
-
-    Attributes:
         window_size (int): 0 for global attention; else image-only inputs
             attend within non-overlapping windows of this many patches
             (see :func:`window_attention`), which needs the patch grid.
-        rel_pos (DecomposedRelPos, optional): relative position terms of
-            the patch tokens (image-only inputs, needs the grid); None by
-            default. Dense backbones set both.
+            Defaults to 0.
+        rel_pos_size (tuple, optional): (h, w) grid of the relative
+            position terms of the patch tokens (:class:`DecomposedRelPos`;
+            image-only inputs, needs the grid); None for none. Defaults to
+            None.
     """
 
-    def __init__(self, embed_dims: int, num_heads: int,
-                 with_language: bool = True):
+    def __init__(self,
+                 embed_dims: int,
+                 num_heads: int,
+                 with_language: bool = True,
+                 window_size: int = 0,
+                 rel_pos_size: Optional[Tuple[int, int]] = None):
         super().__init__()
-        self.window_size = 0
-        self.rel_pos: Optional[nn.Module] = None
         if embed_dims % num_heads:
             raise ValueError(f'embed_dims={embed_dims} is not divisible by '
                              f'num_heads={num_heads}')
         self.num_heads = num_heads
         self.head_dims = embed_dims // num_heads
+        self.window_size = window_size
+        self.rel_pos = (None if rel_pos_size is None else DecomposedRelPos(
+            rel_pos_size, self.head_dims))
         linear = lambda: nn.Linear(embed_dims, embed_dims)  # noqa: E731
         self.k_proj = Multiway.pair(linear, with_language)
         self.v_proj = Multiway.pair(linear, with_language)
@@ -166,7 +172,8 @@ class MultiwayTransformerLayer(nn.Module):
 
     Parameter names follow the released checkpoints:
     ``self_attn.*``, ``self_attn_layer_norm.{A,B}``, ``ffn.{A,B}.*`` and
-    ``final_layer_norm.{A,B}`` (the norm before the FFN).
+    ``final_layer_norm.{A,B}`` (the norm before the FFN). ``window_size``
+    and ``rel_pos_size`` go to :class:`MultiwayAttention`.
     """
 
     def __init__(self,
@@ -175,10 +182,13 @@ class MultiwayTransformerLayer(nn.Module):
                  feedforward_channels: int,
                  drop_path_rate: float = 0.,
                  with_language: bool = True,
-                 with_cp: bool = False):
+                 with_cp: bool = False,
+                 window_size: int = 0,
+                 rel_pos_size: Optional[Tuple[int, int]] = None):
         super().__init__()
         self.self_attn = MultiwayAttention(embed_dims, num_heads,
-                                           with_language)
+                                           with_language, window_size,
+                                           rel_pos_size)
         self.self_attn_layer_norm = Multiway.pair(
             lambda: _layer_norm(embed_dims), with_language)
         self.ffn = Multiway.pair(
