@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from beit3_mm.datasets import make_detection_demo
+from beit3_mm.demo import make_detection_demo
 
 NUM_TRAIN, NUM_VAL, SIZE = 6, 2, 128
 

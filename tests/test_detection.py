@@ -238,7 +238,7 @@ def test_rel_pos_from_released_and_mm_checkpoints(released, tmp_path):
                           window_size=2, global_attn_indexes=[1],
                           use_rel_pos=True, rel_pos_img_size=64,
                           init_cfg=dict(type='Pretrained', checkpoint=path))
-    from beit3_mm.models.utils.checkpoint import load_beit3_checkpoint
+    from beit3_mm.models.utils.weight_loading import load_beit3_checkpoint
     notes = load_beit3_checkpoint(with_rel, path, logger)
     assert any('relative position tables new' in n and '4 tensors' in n
                for n in notes)
@@ -412,7 +412,7 @@ def test_det_inferencer_with_our_config(tmp_path):
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
 
-    from beit3_mm.datasets import make_detection_demo
+    from beit3_mm.demo import make_detection_demo
     register_all_modules()
     make_detection_demo(str(tmp_path / 'data'), num_train=1, num_val=1)
     cfg_path = DEMO_CFG

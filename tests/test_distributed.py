@@ -40,8 +40,8 @@ import pytest
 import torch
 from helpers import ROOT, run_dist_tool, run_tool
 
-from beit3_mm.datasets import (make_classification_demo, make_detection_demo,
-                               make_segmentation_demo, make_vl_demo)
+from beit3_mm.demo import (make_classification_demo, make_detection_demo,
+                           make_segmentation_demo, make_vl_demo)
 
 
 class Family(NamedTuple):

@@ -135,7 +135,7 @@ def test_training_stops_on_nan_images(tmp_path):
 
     from helpers import ROOT
 
-    from beit3_mm.datasets import make_classification_demo
+    from beit3_mm.demo import make_classification_demo
     make_classification_demo(str(tmp_path / 'data'), num_train=2, num_val=1)
     proc = subprocess.run([
         sys.executable,

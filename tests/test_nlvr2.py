@@ -12,7 +12,7 @@ from mmengine.config import Config
 from mmpretrain.structures import DataSample
 
 import beit3_mm  # noqa: F401
-from beit3_mm.datasets import make_vl_demo
+from beit3_mm.demo import make_vl_demo
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 BASE_CFG = osp.join(ROOT, 'configs/beit3/nlvr2/'

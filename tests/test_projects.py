@@ -15,8 +15,8 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
 import beit3_mm  # noqa: F401
-from beit3_mm.datasets import (load_answer_list, make_classification_demo,
-                               make_vl_demo)
+from beit3_mm.datasets import load_answer_list
+from beit3_mm.demo import make_classification_demo, make_vl_demo
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 # `projects.*` imports from the repo root (PYTHONPATH for tools/train.py)

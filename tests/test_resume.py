@@ -28,7 +28,7 @@ from helpers import ROOT, run_dist_tool, run_tool
 from mmengine.hooks import CheckpointHook
 
 import beit3_mm  # noqa: F401 (allow-lists mmengine checkpoints)
-from beit3_mm.datasets import make_classification_demo
+from beit3_mm.demo import make_classification_demo
 from beit3_mm.engine.hooks import RandomStateHook
 
 DEMO_CFG = osp.join(ROOT, 'configs/beit3/classification',

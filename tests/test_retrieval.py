@@ -15,7 +15,7 @@ from mmpretrain.structures import DataSample
 from PIL import Image
 
 import beit3_mm  # noqa: F401
-from beit3_mm.datasets import SHAPES, draw_shape, train_demo_tokenizer
+from beit3_mm.demo import SHAPES, draw_shape, train_demo_tokenizer
 from beit3_mm.models.multimodal import BEiT3Tokenizer, contrastive_loss
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -299,7 +299,7 @@ def test_contrastive_loss_across_processes(tmp_path):
 def shuffled_val_set(root: str):
     """The VL demo's COCO-format val set with its annotations shuffled (not
     grouped by image: the loop's text order is not the text id order)."""
-    from beit3_mm.datasets import make_vl_demo
+    from beit3_mm.demo import make_vl_demo
     files = make_vl_demo(root, num_train=2, num_val=12, num_train_pairs=2,
                          num_val_pairs=2, questions_per_image=1,
                          img_size=TINY_IMG)

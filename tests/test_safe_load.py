@@ -15,7 +15,7 @@ from mmengine.runner import CheckpointLoader, load_checkpoint
 from mmengine.runner.checkpoint import _load_checkpoint
 
 import beit3_mm.utils.safe_load as safe_load
-from beit3_mm.datasets import make_classification_demo
+from beit3_mm.demo import make_classification_demo
 from beit3_mm.utils import last_checkpoint_read, read_checkpoint
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))

@@ -436,7 +436,7 @@ def test_seg_inferencer_with_our_config(tmp_path):
     """
     from mmseg.apis import MMSegInferencer
 
-    from beit3_mm.datasets import SEGMENTATION_CLASSES, make_segmentation_demo
+    from beit3_mm.demo import SEGMENTATION_CLASSES, make_segmentation_demo
     make_segmentation_demo(str(tmp_path / 'data'), num_train=1, num_val=1)
     cfg = Config.fromfile(DEMO_CFG)
     model = build_segmentor(cfg)
@@ -458,7 +458,7 @@ def test_seg_inferencer_with_our_config(tmp_path):
 def test_demo_set_matches_the_pixels(tmp_path):
     from PIL import Image
 
-    from beit3_mm.datasets import make_segmentation_demo
+    from beit3_mm.demo import make_segmentation_demo
     classes = make_segmentation_demo(str(tmp_path), num_train=4, num_val=2)
     assert classes == ('background', 'circle', 'square', 'triangle')
     for split, n in (('training', 4), ('validation', 2)):

@@ -10,7 +10,7 @@ import sys
 import pytest
 from helpers import run_dist_tool
 
-from beit3_mm.datasets import make_classification_demo
+from beit3_mm.demo import make_classification_demo
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CFG = osp.join(

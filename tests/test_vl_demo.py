@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from beit3_mm.datasets import COLOURS, load_answer_list, make_vl_demo
+from beit3_mm.datasets import load_answer_list
+from beit3_mm.demo import COLOURS, make_vl_demo
 
 KWARGS = dict(
     num_train=10, num_val=12, num_train_pairs=6, num_val_pairs=8,

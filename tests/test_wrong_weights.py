@@ -15,7 +15,7 @@ from mmengine.config import Config
 from mmengine.runner import load_checkpoint
 from mmengine.runner.checkpoint import _load_checkpoint
 
-from beit3_mm.datasets import make_classification_demo, make_vl_demo
+from beit3_mm.demo import make_classification_demo, make_vl_demo
 from beit3_mm.engine.hooks import CheckpointCheckHook
 from beit3_mm.models import BEiT3
 from beit3_mm.models.utils import CheckpointMismatchError

@@ -7,8 +7,8 @@
 """
 import argparse
 
-from beit3_mm.datasets import (make_classification_demo, make_detection_demo,
-                               make_segmentation_demo, make_vl_demo)
+from beit3_mm.demo import (make_classification_demo, make_detection_demo,
+                           make_segmentation_demo, make_vl_demo)
 
 TASKS = {
     'classification': make_classification_demo,

@@ -34,7 +34,7 @@ import torch
 from beit3_mm.models.layers import resize_vision_pos_table, vision_table_grid
 from beit3_mm.models.utils import (is_language_key, model_state_dict,
                                    split_backbone, summarize_keys)
-from beit3_mm.models.utils.checkpoint import VISION_POS_KEY
+from beit3_mm.models.utils.weight_loading import VISION_POS_KEY
 from beit3_mm.utils import read_checkpoint
 
 Tensor = torch.Tensor

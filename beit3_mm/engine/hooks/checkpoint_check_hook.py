@@ -7,7 +7,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
 from beit3_mm.models.utils import CheckpointMismatchError
-from beit3_mm.models.utils.checkpoint import top_level_names
+from beit3_mm.models.utils.weight_loading import top_level_names
 from beit3_mm.registry import HOOKS
 from beit3_mm.utils import last_checkpoint_read
 

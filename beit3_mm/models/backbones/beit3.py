@@ -11,7 +11,7 @@ from mmengine.model.weight_init import trunc_normal_
 from beit3_mm.registry import MODELS
 from ..layers import (NUM_VISION_EXTRA_ROWS, POS_OFFSET, Multiway,
                       MultiwayTransformerLayer, VisionEmbedding)
-from ..utils.checkpoint import check_backbone_state
+from ..utils.weight_loading import check_backbone_state
 
 Tensor = torch.Tensor
 
@@ -206,7 +206,7 @@ class BEiT3(BaseModule):
     def init_weights(self) -> None:
         """Load ``init_cfg.checkpoint`` if given, else the BEiT init."""
         if self.init_cfg and self.init_cfg.get('type') == 'Pretrained':
-            from ..utils.checkpoint import load_beit3_checkpoint
+            from ..utils.weight_loading import load_beit3_checkpoint
             load_beit3_checkpoint(
                 self, self.init_cfg['checkpoint'],
                 logger=MMLogger.get_current_instance())

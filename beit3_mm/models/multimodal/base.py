@@ -10,7 +10,7 @@ from mmpretrain.registry import TOKENIZER
 
 from beit3_mm.registry import MODELS
 from ..backbones import BEiT3
-from ..utils.checkpoint import load_beit3_model
+from ..utils.weight_loading import load_beit3_model
 
 Tensor = torch.Tensor
 

@@ -1,8 +1,8 @@
-from .checkpoint import (CheckpointMismatchError, check_backbone_state,
-                         fit_backbone_state, is_language_key,
-                         load_beit3_checkpoint, load_beit3_model,
-                         model_state_dict, read_beit3_file, split_backbone,
-                         summarize_keys)
+from .weight_loading import (CheckpointMismatchError, check_backbone_state,
+                             fit_backbone_state, is_language_key,
+                             load_beit3_checkpoint, load_beit3_model,
+                             model_state_dict, read_beit3_file,
+                             split_backbone, summarize_keys)
 
 __all__ = [
     'load_beit3_checkpoint', 'load_beit3_model', 'read_beit3_file',

@@ -119,7 +119,7 @@ def save_gqa_questions(items: List[dict], path: str) -> str:
 
 def make_gqa_demo(root: str, out: str = 'gqa') -> Dict[str, str]:
     """Write the VQA part of the vision-language demo set at ``root``
-    (:func:`beit3_mm.datasets.make_vl_demo`) as a GQA set under
+    (:func:`beit3_mm.demo.make_vl_demo`) as a GQA set under
     ``root/out``: ``{train,testdev}_balanced_questions.json`` (from the VQA
     train / val splits, images as ``<split>/<file name>`` under
     ``root/images``) and ``answer2label.txt`` (the train answers).

@@ -3,7 +3,7 @@ captions, questions and statements that are true of the pixels.
 
 How to call it::
 
-    from beit3_mm.datasets import make_vl_demo
+    from beit3_mm.demo import make_vl_demo
     files = make_vl_demo('data/demo_vl')        # or, from the shell:
     # python tools/misc/make_demo_data.py vl --out data/demo_vl
 
@@ -38,8 +38,8 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .demo import SHAPES, shape_polygon, train_demo_tokenizer
-from .vqa_answers import build_answer_list, save_answer_list
+from .shapes import SHAPES, shape_polygon, train_demo_tokenizer
+from ..datasets.vqa_answers import build_answer_list, save_answer_list
 
 COLOURS = {
     'red': (220, 50, 50),
