@@ -6,7 +6,8 @@ import sys
 
 import pytest
 import torch
-from helpers import TINY, TINY_IMG, save_released, torchscale_beit3
+from helpers import (TINY, TINY_IMG, VOCAB, official_resize, save_released,
+                     torchscale_beit3)
 from mmengine.config import Config
 from mmengine.runner import load_checkpoint
 
@@ -61,7 +62,11 @@ def test_converted_in1k_file_gives_official_logits(tmp_path):
     torch.testing.assert_close(logits, expected, rtol=0, atol=1e-5)
 
 
-def test_converter_resizes_and_keeps_heads(tmp_path):
+def test_converted_file_loads_at_any_resolution(tmp_path):
+    """The converter keeps the released resolution; mmengine's
+    load_checkpoint into a model of another input size resizes the table
+    with the official formula (the backbone's load_state_dict pre-hook)."""
+    from beit3_mm.models import BEiT3
     ref = torchscale_beit3(TINY, TINY_IMG, output_norm=True)
     heads = {
         'vision_head.weight': torch.randn(32, 32),
@@ -77,12 +82,20 @@ def test_converter_resizes_and_keeps_heads(tmp_path):
         sys.path.pop(0)
     from beit3_mm.models.utils import model_state_dict
     from beit3_mm.utils import read_checkpoint
-    kind, state, dropped = convert(
-        model_state_dict(read_checkpoint(src), src), img_size=48)
+    kind, state, dropped = convert(model_state_dict(read_checkpoint(src), src))
     assert kind == 'retrieval' and not dropped
-    assert state['backbone.encoder.embed_positions.A.weight'].shape == (39, 32)
+    table = ref.state_dict()['encoder.embed_positions.A.weight']
+    assert torch.equal(state['backbone.encoder.embed_positions.A.weight'],
+                       table)
     assert torch.equal(state['logit_scale'], heads['logit_scale'])
     assert len(state) == len(ref.state_dict()) + 3
+
+    dst = str(tmp_path / 'itc_mm.pth')
+    torch.save(dict(state_dict=state), dst)
+    model = BEiT3(arch=TINY, img_size=48, vocab_size=VOCAB, output_norm=True)
+    load_checkpoint(model, dst, revise_keys=[(r'^backbone\.', '')])
+    torch.testing.assert_close(model.encoder.embed_positions.A.weight,
+                               official_resize(table, 6), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize('name', [

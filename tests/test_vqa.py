@@ -17,8 +17,8 @@ from mmpretrain.structures import DataSample
 
 import beit3_mm  # noqa: F401
 from beit3_mm.datasets import (build_answer_list, load_answer_list,
-                               make_vl_demo, normalize_answer,
-                               save_answer_list)
+                               normalize_answer, save_answer_list)
+from beit3_mm.demo import make_vl_demo
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CFG_DIR = osp.join(ROOT, 'configs/beit3/vqa')

@@ -1,6 +1,6 @@
 """Convert a released BEiT-3 file into a beit3-mm (mmengine) checkpoint.
 
-    python tools/model_converters/beit3_to_mm.py SRC DST [--img-size N]
+    python tools/model_converters/beit3_to_mm.py SRC DST
 
 The kind of file is detected from its keys:
 
@@ -20,21 +20,21 @@ backbone       none                                        any
 ``beit3.*`` becomes ``backbone.*``; task heads keep their official names at
 the top level, except for the ImageNet classifier, which becomes an
 mmpretrain ``ImageClassifier`` (``backbone.fc_norm``, ``head.fc``, vision
-experts only). ``--img-size`` resizes the vision position table with the
-official bicubic formula. Official training checkpoints (with ``optimizer``,
-``args``, ...) are accepted; only their model weights are kept.
+experts only). The position table keeps its resolution: a model of another
+input size resizes it as it loads (``BEiT3``'s state-dict pre-hook, the
+official bicubic formula). Official training checkpoints (with
+``optimizer``, ``args``, ...) are accepted; only their model weights are
+kept.
 """
 import argparse
 import os
 import os.path as osp
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 
-from beit3_mm.models.layers import resize_vision_pos_table, vision_table_grid
 from beit3_mm.models.utils import (is_language_key, model_state_dict,
                                    split_backbone, summarize_keys)
-from beit3_mm.models.utils.weight_loading import VISION_POS_KEY
 from beit3_mm.utils import read_checkpoint
 
 Tensor = torch.Tensor
@@ -60,8 +60,8 @@ def detect_kind(others: Dict[str, Tensor]) -> str:
     raise ValueError(f'unrecognised BEiT-3 head keys: {sorted(keys)[:8]}')
 
 
-def convert(state: Dict[str, Tensor],
-            img_size: Optional[int] = None) -> Tuple[str, Dict[str, Tensor], List[str]]:
+def convert(
+        state: Dict[str, Tensor]) -> Tuple[str, Dict[str, Tensor], List[str]]:
     """Map a released state dict to beit3-mm names.
 
     Returns:
@@ -71,15 +71,6 @@ def convert(state: Dict[str, Tensor],
     if not backbone:
         raise KeyError('no BEiT-3 backbone keys (beit3.*) in the file')
     kind = detect_kind(others)
-    if img_size is not None and VISION_POS_KEY in backbone:
-        table = backbone[VISION_POS_KEY]
-        src = vision_table_grid(table.shape[0])
-        patch = backbone['vision_embed.proj.weight'].shape[-1]
-        if img_size % patch:
-            raise ValueError(f'--img-size {img_size} is not divisible by the '
-                             f'patch size {patch}')
-        dst = (img_size // patch, ) * 2
-        backbone[VISION_POS_KEY] = resize_vision_pos_table(table, src, dst)
 
     dropped = []
     out = {}
@@ -104,20 +95,16 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument('src', help='released BEiT-3 .pth file')
     parser.add_argument('dst', help='output mmengine checkpoint')
-    parser.add_argument(
-        '--img-size',
-        type=int,
-        help='resize the vision position table for this input size')
     args = parser.parse_args()
 
     state = model_state_dict(read_checkpoint(args.src), args.src)
-    kind, out, dropped = convert(state, args.img_size)
+    kind, out, dropped = convert(state)
     if osp.dirname(args.dst):
         os.makedirs(osp.dirname(args.dst), exist_ok=True)
     torch.save(
         dict(state_dict=out,
-             meta=dict(beit3_kind=kind, source=osp.basename(args.src),
-                       img_size=args.img_size)), args.dst)
+             meta=dict(beit3_kind=kind, source=osp.basename(args.src))),
+        args.dst)
     print(f'{args.src}: {kind} file, {len(state)} tensors')
     print(f'mapped {len(out)}: {summarize_keys(list(out))}')
     print(f'dropped {len(dropped)}' +

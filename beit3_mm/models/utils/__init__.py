@@ -1,12 +1,12 @@
 from .weight_loading import (CheckpointMismatchError, check_backbone_state,
-                             fit_backbone_state, is_language_key,
-                             load_beit3_checkpoint, load_beit3_model,
-                             model_state_dict, read_beit3_file,
-                             split_backbone, summarize_keys)
+                             fit_backbone_state, fit_position_tables,
+                             is_language_key, load_beit3_checkpoint,
+                             load_beit3_model, model_state_dict,
+                             read_beit3_file, split_backbone, summarize_keys)
 
 __all__ = [
     'load_beit3_checkpoint', 'load_beit3_model', 'read_beit3_file',
     'fit_backbone_state', 'model_state_dict', 'split_backbone',
     'is_language_key', 'summarize_keys', 'CheckpointMismatchError',
-    'check_backbone_state'
+    'check_backbone_state', 'fit_position_tables'
 ]

@@ -114,6 +114,52 @@ def check_backbone_state(backbone, state_dict: Dict[str, Any], prefix: str,
         f'{top_level_names(list(shapes))}): give a checkpoint of this model')
 
 
+def fit_position_tables(backbone, state_dict: Dict[str, Any],
+                        prefix: str = '') -> List[str]:
+    """Resize, in place, the position tables of ``state_dict`` (keys under
+    ``prefix``) that were made for another resolution to ``backbone``'s:
+    the vision position table with the official bicubic formula
+    (:func:`~beit3_mm.models.layers.resize_vision_pos_table`), relative
+    position tables linearly (:func:`~beit3_mm.models.layers.
+    resize_rel_pos`).
+
+    It is the ``load_state_dict`` pre-hook of every
+    :class:`~beit3_mm.models.BEiT3`, so a released file (through
+    ``init_cfg``) and a beit3-mm checkpoint of another resolution (through
+    ``load_from``, resume, ``load_checkpoint``, the inferencers) load the
+    same way. Tables of another width are left to the shape checks.
+
+    Returns:
+        One note per resized table.
+    """
+    notes = []
+    for name, own in backbone.state_dict().items():
+        key = prefix + name
+        table = state_dict.get(key)
+        if (not isinstance(table, Tensor) or table.shape == own.shape
+                or table.shape[1:] != own.shape[1:]):
+            continue
+        if name == VISION_POS_KEY:
+            src = vision_table_grid(table.shape[0])
+            state_dict[key] = resize_vision_pos_table(
+                table, src, backbone.patch_resolution)
+            notes.append(f'vision position table resized from grid {src} '
+                         f'to {tuple(backbone.patch_resolution)}')
+        elif _REL_POS_KEY.search(name):
+            state_dict[key] = resize_rel_pos(table, own.shape[0])
+            notes.append(f'{name} resized from {table.shape[0]} to '
+                         f'{own.shape[0]} offsets')
+    return notes
+
+
+def resize_position_tables(backbone, state_dict: Dict[str, Any], prefix: str,
+                           *args) -> None:
+    """``load_state_dict`` pre-hook: :func:`fit_position_tables`, logged."""
+    for note in fit_position_tables(backbone, state_dict, prefix):
+        print_log(f'{type(backbone).__name__}: {prefix}{note}',
+                  logger='current')
+
+
 def is_language_key(key: str) -> bool:
     """Whether a backbone key belongs to the language half."""
     return bool(_LANGUAGE_KEY.search(key))
@@ -211,20 +257,7 @@ def fit_backbone_state(backbone: StateDict, others: StateDict, model,
                        f'(arch={model.arch_settings}) does not have: '
                        f'{summarize_keys(unexpected)}; first: {unexpected[0]}')
 
-    if VISION_POS_KEY in state:
-        table = state[VISION_POS_KEY]
-        src = vision_table_grid(table.shape[0])
-        if src != tuple(model.patch_resolution):
-            state[VISION_POS_KEY] = resize_vision_pos_table(
-                table, src, model.patch_resolution)
-            notes.append(f'vision position table resized from grid {src} to '
-                         f'{tuple(model.patch_resolution)}')
-
-    for k in [k for k in state if _REL_POS_KEY.search(k)]:
-        if state[k].shape[0] != target[k].shape[0]:
-            notes.append(f'{k} resized from {state[k].shape[0]} to '
-                         f'{target[k].shape[0]} offsets')
-            state[k] = resize_rel_pos(state[k], target[k].shape[0])
+    notes += fit_position_tables(model, state)
 
     missing = [k for k in target if k not in state]
     # Keys outside the backbone roots (fc_norm, a dense adapter) are the
