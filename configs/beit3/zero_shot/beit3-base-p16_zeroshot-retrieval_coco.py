@@ -6,25 +6,10 @@ _base_ = [
 
 model = dict(backbone=dict(img_size=224, drop_path_rate=0., with_cp=False))
 
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(
-        type='Resize',
-        scale=(224, 224),
-        interpolation='bicubic',
-        backend='pillow'),
-    dict(
-        type='PackInputs',
-        algorithm_keys=['text', 'gt_text_id', 'gt_image_id'],
-        meta_keys=['image_id']),
-]
+# the recipe's test pipeline at 224
+test_pipeline = [dict(t, scale=(224, 224)) if t.type == 'Resize' else t
+                 for t in _base_.beit3_test_pipeline]
 test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
-
-train_dataloader = None
-train_cfg = None
-optim_wrapper = None
-param_scheduler = None
-auto_scale_lr = None
-val_dataloader = None
-val_cfg = None
-val_evaluator = None
+# test only
+train_dataloader = train_cfg = optim_wrapper = param_scheduler = None
+auto_scale_lr = val_dataloader = val_cfg = val_evaluator = None

@@ -22,61 +22,7 @@ data_root = 'data/gqa'
 model = dict(answer_list=data_root + '/annotations/answer2label.txt')
 
 # the VQAv2 training pipeline without RandomFlip
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(
-        type='RandomResizedCrop',
-        scale=480,
-        crop_ratio_range=(0.5, 1.0),
-        interpolation='bicubic',
-        backend='pillow'),
-    dict(
-        type='RandAugment',
-        num_policies=2,
-        magnitude_level=7,
-        total_level=10,
-        policies=[
-            dict(type='Brightness', magnitude=0.),  # 'Identity'
-            dict(type='AutoContrast'),
-            dict(type='Equalize'),
-            dict(
-                type='Brightness',
-                magnitude_range=(-0.9, 0.9),
-                random_negative_prob=0.),
-            dict(
-                type='Sharpness',
-                magnitude_range=(-0.9, 0.9),
-                random_negative_prob=0.),
-            dict(
-                type='Shear',
-                magnitude_range=(0, 0.3),
-                direction='horizontal',
-                interpolation='bilinear'),
-            dict(
-                type='Shear',
-                magnitude_range=(0, 0.3),
-                direction='vertical',
-                interpolation='bilinear'),
-            dict(
-                type='Translate',
-                magnitude_range=(0, 10 / 480),
-                direction='horizontal',
-                interpolation='bilinear'),
-            dict(
-                type='Translate',
-                magnitude_range=(0, 10 / 480),
-                direction='vertical',
-                interpolation='bilinear'),
-            dict(
-                type='Rotate',
-                magnitude_range=(0, 30),
-                interpolation='bilinear'),
-        ]),
-    dict(
-        type='PackInputs',
-        algorithm_keys=['question', 'gt_answer', 'gt_answer_weight'],
-        meta_keys=['question_id', 'image_id']),
-]
+train_pipeline = [t for t in _base_.train_pipeline if t.type != 'RandomFlip']
 train_dataloader = dict(
     dataset=dict(
         _delete_=True,
@@ -87,12 +33,9 @@ train_dataloader = dict(
         pipeline=train_pipeline))
 val_dataloader = dict(
     dataset=dict(
-        _delete_=True,
-        type='GQA',
-        data_root=data_root,
-        data_prefix='images',
+        train_dataloader['dataset'],
         ann_file='annotations/testdev_balanced_questions.json',
-        pipeline={{_base_.test_pipeline}}))
+        pipeline=_base_.test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(_delete_=True, type='GQAAcc')
 test_evaluator = val_evaluator

@@ -21,30 +21,16 @@ train_dataloader = dict(
         pipeline={{_base_.train_pipeline}}))
 val_dataloader = dict(
     dataset=dict(
-        _delete_=True,
-        type='GQA',
-        data_root=data_root,
-        data_prefix='images',
+        train_dataloader['dataset'],
         ann_file='gqa/testdev_balanced_questions.json',
-        pipeline={{_base_.test_pipeline}}))
+        pipeline=_base_.test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(_delete_=True, type='GQAAcc')
 test_evaluator = val_evaluator
 
 # warm-up 1 epoch, cosine to 8
 param_scheduler = [
-    dict(
-        type='LinearLR',
-        start_factor=1e-2,
-        by_epoch=True,
-        end=1,
-        convert_to_iter_based=True),
-    dict(
-        type='CosineAnnealingLR',
-        eta_min=1e-6,
-        by_epoch=True,
-        begin=1,
-        end=8,
-        convert_to_iter_based=True),
+    dict(_base_.param_scheduler[0], end=1),
+    dict(_base_.param_scheduler[1], begin=1, end=8),
 ]
 train_cfg = dict(max_epochs=8, val_interval=2)
