@@ -95,6 +95,14 @@ def config_path(family: Family) -> str:
     return osp.join(ROOT, 'configs/beit3', family.config)
 
 
+def test_every_demo_config_is_covered():
+    """A new task's demo config joins FAMILIES, so that this file guards
+    it under DDP too."""
+    demos = glob.glob(osp.join(ROOT, 'configs/beit3/*/*_demo-*.py'))
+    assert {osp.relpath(p, osp.join(ROOT, 'configs/beit3'))
+            for p in demos} == {f.config for f in FAMILIES.values()}
+
+
 @pytest.fixture(scope='module')
 def workspace(tmp_path_factory):
     """A folder with every demo config's data at its default root."""
