@@ -1,5 +1,13 @@
 from setuptools import find_packages, setup
 
+
+def parse_requirements(path: str) -> list:
+    """The requirement lines of ``path``, without comments."""
+    with open(path) as f:
+        lines = (line.split('#')[0].strip() for line in f)
+        return [line for line in lines if line]
+
+
 version_ns: dict = {}
 with open('beit3_mm/version.py') as f:
     exec(f.read(), version_ns)
@@ -13,27 +21,11 @@ setup(
     long_description_content_type='text/markdown',
     packages=find_packages(exclude=('configs', 'tools', 'tests', 'projects')),
     python_requires='>=3.10',
-    install_requires=[
-        'torch==2.14.1',
-        'torchvision==0.29.1',
-        'mmengine==0.10.7',
-        'mmcv==2.1.0',
-        'mmdet==3.3.0',
-        'mmsegmentation==1.2.2',
-        'mmpretrain==1.2.0',
-        'numpy<2',
-        'opencv-python<4.12',
-        'transformers>=4.28,<4.52',
-        'sentencepiece',
-        'pycocotools',
-        'scipy',
-        'ftfy',
-        'regex',
-    ],
+    install_requires=parse_requirements('requirements/runtime.txt'),
     extras_require={
         # torchscale (a test-only reference) is installed by tools/install.sh
         # without its outdated pins.
-        'tests': ['pytest', 'timm>=1.0.31'],
+        'tests': parse_requirements('requirements/tests.txt'),
     },
     license='MIT',
     zip_safe=False,

@@ -14,8 +14,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${BEIT3_MM_VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3.11}"
 CACHE="${BEIT3_MM_CACHE:-$HOME/.cache/beit3_mm}"
-TORCH_SPEC="torch==2.14.1 torchvision==0.29.1"
-MMCV_VERSION=2.1.0
+# The exact verified versions (requirements/constraints.txt) go to every pip
+# call; setup.py declares ranges (requirements/runtime.txt).
+CONSTRAINTS="$ROOT/requirements/constraints.txt"
+MMCV_VERSION="$(sed -n 's/^mmcv==//p' "$CONSTRAINTS")"
 
 log() { printf '\033[1;34m[install]\033[0m %s\n' "$*"; }
 
@@ -25,10 +27,11 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PY="$VENV/bin/python"
 PIP=("$PY" -m pip install --disable-pip-version-check --progress-bar off)
+PIN=(-c "$CONSTRAINTS")
 
 log "build tools and torch"
 "${PIP[@]}" -q "pip>=24" "setuptools>=77,<80" wheel ninja
-"${PIP[@]}" -q $TORCH_SPEC "numpy<2" "opencv-python<4.12"
+"${PIP[@]}" -q "${PIN[@]}" torch torchvision numpy opencv-python
 
 # ---- mmcv (full, with ops) --------------------------------------------------
 if "$PY" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$MMCV_VERSION'" 2>/dev/null; then
@@ -61,9 +64,9 @@ fi
 
 # ---- beit3_mm and the rest of the stack ------------------------------------
 log "beit3_mm and the OpenMMLab stack"
-"${PIP[@]}" -q -e "$ROOT[tests]"
+"${PIP[@]}" -q "${PIN[@]}" -e "$ROOT[tests]"
 # torchscale is a test-only reference; its pins (old timm, fairscale) clash
 # with the stack, and the BEiT-3 path needs neither pin.
-"${PIP[@]}" -q --no-deps "torchscale==0.3.0" "fairscale==0.4.13"
+"${PIP[@]}" -q "${PIN[@]}" --no-deps torchscale fairscale
 
 "$PY" -c "import beit3_mm, mmcv.ops, mmdet, mmseg, mmpretrain; print('beit3_mm', beit3_mm.__version__, 'ready')"
