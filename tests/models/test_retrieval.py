@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import (TINY, TINY_IMG, VOCAB, build_model, converted_model,
+from helpers import (ROOT, TINY, TINY_IMG, VOCAB, build_model, converted_model,
                      official_resize, padded_ids, save_released,
                      torchscale_beit3)
 from mmengine.config import Config
@@ -18,7 +18,6 @@ import beit3_mm  # noqa: F401
 from beit3_mm.demo import SHAPES, draw_shape, train_demo_tokenizer
 from beit3_mm.models.multimodal import BEiT3Tokenizer, contrastive_loss
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 RET_DIR = osp.join(ROOT, 'configs/beit3/retrieval')
 ZS_DIR = osp.join(ROOT, 'configs/beit3/zero_shot')
 COCO_CFG = osp.join(RET_DIR,

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import CONVERTER, build_model, save_released
+from helpers import CONVERTER, ROOT, build_model, save_released
 from mmengine.config import Config
 from mmengine.runner import load_checkpoint
 from mmengine.runner.checkpoint import _load_checkpoint
@@ -20,7 +20,6 @@ from beit3_mm.engine.hooks import CheckpointCheckHook
 from beit3_mm.models import BEiT3
 from beit3_mm.models.utils import CheckpointMismatchError
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CLS_CFG = osp.join(
     ROOT, 'configs/beit3/classification/'
     'beit3-tiny-p8_1xb32-40e_demo-shapes.py')

@@ -112,7 +112,8 @@ def test_loss_monitor_stops_on_a_non_finite_loss():
 
     from beit3_mm.engine.hooks import LossMonitorHook
     hook = LossMonitorHook()
-    batch = dict(data_samples=[_Sample('a.png'), _Sample(['b0.png', 'b1.png'])])
+    batch = dict(
+        data_samples=[_Sample('a.png'), _Sample(['b0.png', 'b1.png'])])
     runner = SimpleNamespace(iter=6)
     outputs = dict(loss=torch.tensor(1.5), acc=torch.tensor(50.))
     hook.after_train_iter(runner, 0, batch, outputs)  # finite: goes on

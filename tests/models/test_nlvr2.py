@@ -5,16 +5,14 @@ import os.path as osp
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import (TINY, TINY_IMG, VOCAB, build_model, converted_model,
-                     padded_ids, random_heads, save_released,
-                     torchscale_beit3)
+from helpers import (ROOT, TINY, TINY_IMG, VOCAB, build_model, converted_model,
+                     padded_ids, random_heads, save_released, torchscale_beit3)
 from mmengine.config import Config
 from mmpretrain.structures import DataSample
 
 import beit3_mm  # noqa: F401
 from beit3_mm.demo import make_vl_demo
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 BASE_CFG = osp.join(ROOT, 'configs/beit3/nlvr2/'
                     'beit3-base-p16_nlvr2_8xb32-20e_nlvr2-224px.py')
 DEMO_CFG = osp.join(ROOT, 'configs/beit3/nlvr2/'

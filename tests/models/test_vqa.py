@@ -9,9 +9,8 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import (TINY, TINY_IMG, VOCAB, build_model, converted_model,
-                     padded_ids, random_heads, save_released,
-                     torchscale_beit3)
+from helpers import (ROOT, TINY, TINY_IMG, VOCAB, build_model, converted_model,
+                     padded_ids, random_heads, save_released, torchscale_beit3)
 from mmengine.config import Config
 from mmpretrain.structures import DataSample
 
@@ -20,7 +19,6 @@ from beit3_mm.datasets import (build_answer_list, load_answer_list,
                                normalize_answer, save_answer_list)
 from beit3_mm.demo import make_vl_demo
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CFG_DIR = osp.join(ROOT, 'configs/beit3/vqa')
 BASE_CFG = osp.join(CFG_DIR, 'beit3-base-p16_vqa_8xb16-10e_vqav2-480px.py')
 LARGE_CFG = osp.join(CFG_DIR, 'beit3-large-p16_vqa_8xb16-10e_vqav2-480px.py')

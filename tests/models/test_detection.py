@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import (TINY, TINY_IMG, VOCAB, pretrain_heads, randomize_,
+from helpers import (ROOT, TINY, TINY_IMG, VOCAB, pretrain_heads, randomize_,
                      run_readme_demo, save_released, torchscale_beit3)
 from mmengine.config import Config
 from mmengine.logging import MMLogger
@@ -15,7 +15,6 @@ from beit3_mm.models import BEiT3, BEiT3Adapter, BEiT3Dense, SimpleFPN
 from beit3_mm.models.layers import (DecomposedRelPos, MultiwayAttention,
                                     decomposed_rel_pos_bias, window_attention)
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DET_CFGS = osp.join(ROOT, 'configs/beit3/detection')
 DEMO_CFG = osp.join(
     DET_CFGS, 'beit3-tiny-p16_mask-rcnn_simplefpn_1xb4-24e_demo-shapes.py')

@@ -6,14 +6,13 @@ import sys
 
 import pytest
 import torch
-from helpers import (TINY, TINY_IMG, VOCAB, official_resize, save_released,
-                     torchscale_beit3)
+from helpers import (ROOT, TINY, TINY_IMG, VOCAB, official_resize,
+                     save_released, torchscale_beit3)
 from mmengine.config import Config
 from mmengine.runner import load_checkpoint
 
 import beit3_mm  # noqa: F401
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CFG_DIR = osp.join(ROOT, 'configs/beit3/classification')
 BASE_CFG = osp.join(CFG_DIR, 'beit3-base-p16_8xb128-coslr-50e_in1k.py')
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import (pretrain_heads, randomize_, run_readme_demo,
+from helpers import (ROOT, pretrain_heads, randomize_, run_readme_demo,
                      save_released, torchscale_beit3)
 from mmengine.config import Config
 from mmengine.logging import MMLogger
@@ -19,7 +19,6 @@ from beit3_mm.models.layers.adapter import (ConvFFN, Extractor, Injector,
                                             deform_inputs)
 from beit3_mm.models.utils import load_beit3_checkpoint
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SEG_CFGS = osp.join(ROOT, 'configs/beit3/segmentation')
 DEMO_CFG = osp.join(
     SEG_CFGS, 'beit3-tiny-p16_vit-adapter_mask2former_1xb4-24e_demo-shapes.py')

@@ -11,6 +11,7 @@ from functools import partial
 
 import pytest
 import torch
+from helpers import ROOT
 from mmengine.runner import CheckpointLoader, load_checkpoint
 from mmengine.runner.checkpoint import _load_checkpoint
 
@@ -18,7 +19,6 @@ import beit3_mm.utils.safe_load as safe_load
 from beit3_mm.demo import make_classification_demo
 from beit3_mm.utils import last_checkpoint_read, read_checkpoint
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CFG = osp.join(
     ROOT, 'configs/beit3/classification/'
     'beit3-tiny-p8_1xb32-40e_demo-shapes.py')
