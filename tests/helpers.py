@@ -157,6 +157,20 @@ def converted_model(cfg, src: str, dst: str, kind: str):
     return model
 
 
+def assert_official_logits(model, images, ids, pad, expected, samples,
+                           expected_from_samples) -> None:
+    """A VL task model gives the official logits from token ids
+    (``forward_logits``) and from the data samples it tokenises itself
+    (``mode='tensor'``)."""
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.forward_logits(images, ids, pad), expected, rtol=0,
+            atol=1e-5)
+        torch.testing.assert_close(
+            model(images, samples, mode='tensor')['logits'],
+            expected_from_samples, rtol=0, atol=1e-5)
+
+
 def run_tool(*args, cwd, env: Optional[dict] = None) -> str:
     """Run a script with this Python (``env``: extra variables); its
     stdout + stderr (asserts success)."""

@@ -9,8 +9,9 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import (ROOT, TINY, TINY_IMG, VOCAB, build_model, converted_model,
-                     padded_ids, random_heads, save_released, torchscale_beit3)
+from helpers import (ROOT, TINY, TINY_IMG, VOCAB, assert_official_logits,
+                     build_model, converted_model, padded_ids, random_heads,
+                     save_released, torchscale_beit3)
 from mmengine.config import Config
 from mmpretrain.structures import DataSample
 
@@ -119,15 +120,11 @@ def test_released_vqa_file_gives_official_logits(tmp_path, demo, arch):
     expected_q = official_vqa_logits(ref, heads, images, q_ids, q_pad)
     del ref
 
+    samples = [DataSample(question=q) for q in questions]
+
     def check(model):
-        with torch.no_grad():
-            torch.testing.assert_close(
-                model.forward_logits(images, ids, pad), expected, rtol=0,
-                atol=1e-5)
-            samples = [DataSample(question=q) for q in questions]
-            torch.testing.assert_close(
-                model(images, samples, mode='tensor')['logits'], expected_q,
-                rtol=0, atol=1e-5)
+        assert_official_logits(model, images, ids, pad, expected, samples,
+                               expected_q)
 
     check(model)
     if arch == 'base':  # the converter's key mapping does not depend on it
