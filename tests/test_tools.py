@@ -1,29 +1,18 @@
 """tools/train.py, tools/test.py and tools/dist_train.sh on the demo data,
 resuming, and a quiet import."""
 import glob
-import os
 import os.path as osp
 import re
 import subprocess
 import sys
 
 import pytest
-from helpers import run_dist_tool
+from helpers import ROOT, run_dist_tool, run_tool
 
 from beit3_mm.demo import make_classification_demo
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DEMO_CFG = osp.join(
-    ROOT, 'configs/beit3/classification/beit3-tiny-p8_1xb32-40e_demo-shapes.py')
-
-
-def run(args, cwd, env=None):
-    proc = subprocess.run(
-        args, cwd=cwd, capture_output=True, text=True,
-        env=dict(os.environ, **(env or {})))
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
-    return out
+DEMO_CFG = osp.join(ROOT, 'configs/beit3/classification/'
+                    'beit3-tiny-p8_1xb32-40e_demo-shapes.py')
 
 
 @pytest.fixture(scope='module')
@@ -41,22 +30,22 @@ def data_opts(root):
 @pytest.mark.slow
 def test_train_resume_and_test(tmp_path, demo_root):
     work = str(tmp_path / 'work')
-    base = [sys.executable, osp.join(ROOT, 'tools/train.py'), DEMO_CFG,
-            '--work-dir', work, '--cfg-options', *data_opts(demo_root),
+    base = [osp.join(ROOT, 'tools/train.py'), DEMO_CFG, '--work-dir', work, '--cfg-options', *data_opts(demo_root),
             'train_cfg.val_interval=1']
-    out = run(base + ['train_cfg.max_epochs=2'], cwd=tmp_path)
+    out = run_tool(*base, 'train_cfg.max_epochs=2', cwd=tmp_path)
     assert 'Epoch(val) [2]' in out and 'accuracy/top1' in out
     assert osp.isfile(osp.join(work, 'epoch_2.pth'))
 
-    out = run(base + ['train_cfg.max_epochs=3', '--resume'], cwd=tmp_path)
+    out = run_tool(*base, 'train_cfg.max_epochs=3', '--resume',
+                   cwd=tmp_path)
     assert 'resumed epoch: 2' in out
     assert re.search(r'Epoch\(train\) +\[3\]', out)
     assert not re.search(r'Epoch\(train\) +\[1\]', out)
 
-    out = run([sys.executable, osp.join(ROOT, 'tools/test.py'), DEMO_CFG,
-               osp.join(work, 'epoch_3.pth'), '--work-dir', work,
-               '--out', osp.join(work, 'preds.pkl'), '--cfg-options',
-               *data_opts(demo_root)], cwd=tmp_path)
+    out = run_tool(osp.join(ROOT, 'tools/test.py'), DEMO_CFG,
+                   osp.join(work, 'epoch_3.pth'), '--work-dir', work, '--out',
+                   osp.join(work, 'preds.pkl'), '--cfg-options',
+                   *data_opts(demo_root), cwd=tmp_path)
     assert 'Epoch(test)' in out and 'accuracy/top1' in out
     assert osp.isfile(osp.join(work, 'preds.pkl'))
 
@@ -82,9 +71,9 @@ def test_demo_learns(tmp_path):
     ends well above chance (25%)."""
     root = str(tmp_path / 'data')
     make_classification_demo(root)
-    out = run([sys.executable, osp.join(ROOT, 'tools/train.py'), DEMO_CFG,
-               '--work-dir', str(tmp_path / 'work'), '--cfg-options',
-               *data_opts(root)], cwd=tmp_path)
+    out = run_tool(osp.join(ROOT, 'tools/train.py'), DEMO_CFG, '--work-dir',
+                   str(tmp_path / 'work'), '--cfg-options', *data_opts(root),
+                   cwd=tmp_path)
     accs = re.findall(r'Epoch\(val\) \[40\].*accuracy/top1: ([\d.]+)', out)
     assert accs and float(accs[0]) > 75, out[-2000:]
 
