@@ -30,7 +30,8 @@ def data_opts(root):
 @pytest.mark.slow
 def test_train_resume_and_test(tmp_path, demo_root):
     work = str(tmp_path / 'work')
-    base = [osp.join(ROOT, 'tools/train.py'), DEMO_CFG, '--work-dir', work, '--cfg-options', *data_opts(demo_root),
+    base = [osp.join(ROOT, 'tools/train.py'), DEMO_CFG, '--work-dir', work,
+            '--cfg-options', *data_opts(demo_root),
             'train_cfg.val_interval=1']
     out = run_tool(*base, 'train_cfg.max_epochs=2', cwd=tmp_path)
     assert 'Epoch(val) [2]' in out and 'accuracy/top1' in out
