@@ -58,7 +58,7 @@ class LossMonitorHook(Hook):
         if not outputs:
             return
         names = [k for k, v in outputs.items() if isinstance(v, Tensor)]
-        local_loss = float(outputs['loss']) if 'loss' in outputs else 0.
+        local_loss = outputs.get('loss')  # read only if the mean is bad
         world_size = get_world_size()
         if world_size > 1:
             values = torch.stack([outputs[k].detach().float() for k in names])
@@ -67,7 +67,7 @@ class LossMonitorHook(Hook):
         if 'loss' not in outputs or math.isfinite(float(outputs['loss'])):
             return
         bad = [(rank, paths) for rank, (finite, paths) in enumerate(
-            all_gather_object((math.isfinite(local_loss),
+            all_gather_object((math.isfinite(float(local_loss)),
                                image_paths(data_batch)))) if not finite]
         where = '; '.join(
             f'the batch of rank {rank}: {", ".join(paths) or "no img_path"}'
