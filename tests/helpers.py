@@ -221,3 +221,157 @@ def run_dist_tool(script: str, *args, cwd, port: int,
     exit_abort = EXIT_ABORT in out and 'Traceback' not in out
     assert result.returncode == 0 or exit_abort, out[-4000:]
     return out
+
+
+# BEiT v2's VQ-KD tokenizer: the official key layout and forward
+# (unilm/beit2 modeling_vqkd.py, modeling_finetune.py, written out here).
+
+
+def _official_vit_keys(arch: dict, in_chans: int, patch: int,
+                       grid: int) -> Dict[str, tuple]:
+    """Keys and shapes of the official ``VisionTransformer`` of VQ-KD
+    (abs positions, mean pooling: ``fc_norm``, no layer scale, no head)."""
+    D, F = arch['embed_dims'], arch['feedforward_channels']
+    shapes = {
+        'cls_token': (1, 1, D),
+        'pos_embed': (1, grid * grid + 1, D),
+        'patch_embed.proj.weight': (D, in_chans, patch, patch),
+        'patch_embed.proj.bias': (D, ),
+        'fc_norm.weight': (D, ),
+        'fc_norm.bias': (D, ),
+    }
+    for i in range(arch['num_layers']):
+        b = f'blocks.{i}.'
+        shapes.update({
+            b + 'norm1.weight': (D, ), b + 'norm1.bias': (D, ),
+            b + 'attn.q_bias': (D, ), b + 'attn.v_bias': (D, ),
+            b + 'attn.qkv.weight': (3 * D, D),
+            b + 'attn.proj.weight': (D, D), b + 'attn.proj.bias': (D, ),
+            b + 'norm2.weight': (D, ), b + 'norm2.bias': (D, ),
+            b + 'mlp.fc1.weight': (F, D), b + 'mlp.fc1.bias': (F, ),
+            b + 'mlp.fc2.weight': (D, F), b + 'mlp.fc2.bias': (D, ),
+        })
+    return shapes
+
+
+def official_vqkd_state(arch: dict, img_size: int, num_embed: int,
+                        code_dims: int, decoder_depth: int = 1,
+                        decoder_out_dims: int = 24,
+                        seed: int = 0) -> Dict[str, torch.Tensor]:
+    """A random state dict in the layout of the official ``VQKD`` (encoder,
+    decoder, task layers, quantizer with its statistics), with unit
+    codebook rows and ``initted = 1``, as the released files hold."""
+    grid = img_size // arch['patch_size']
+    shapes = {
+        'encoder.' + k: s
+        for k, s in _official_vit_keys(arch, 3, arch['patch_size'],
+                                       grid).items()
+    }
+    shapes.update({
+        'decoder.' + k: s
+        for k, s in _official_vit_keys(
+            dict(arch, num_layers=decoder_depth), code_dims, 1,
+            grid).items()
+    })
+    D = arch['embed_dims']
+    for task, out in (('encode_task_layer', code_dims),
+                      ('decode_task_layer', decoder_out_dims)):
+        shapes.update({
+            f'{task}.0.weight': (D, D), f'{task}.0.bias': (D, ),
+            f'{task}.2.weight': (out, D), f'{task}.2.bias': (out, )
+        })
+    g = torch.Generator().manual_seed(seed)
+    state = {
+        k: (1 if 'norm' in k and k.endswith('weight') else 0) +
+        (0.1 if 'norm' in k else 0.3) * torch.randn(s, generator=g)
+        for k, s in shapes.items()
+    }
+    codebook = torch.nn.functional.normalize(
+        torch.randn(num_embed, code_dims, generator=g), dim=-1)
+    state.update({
+        'quantize.cluster_size': torch.rand(num_embed, generator=g),
+        'quantize.embedding.weight': codebook,
+        'quantize.embedding.initted': torch.Tensor([True]),
+        'quantize.embedding.cluster_size': torch.rand(num_embed, generator=g),
+        'quantize.embedding.embed_avg': torch.randn(num_embed, code_dims,
+                                                    generator=g),
+    })
+    return state
+
+
+def official_vit_patch_tokens(state: Dict[str, torch.Tensor], prefix: str,
+                              x: torch.Tensor, num_heads: int,
+                              patch_size: int) -> torch.Tensor:
+    """The official ``VisionTransformer.forward_features(x,
+    return_patch_tokens=True)`` (with ``interpolate_pos_encoding``)."""
+    import math
+    F = torch.nn.functional
+
+    def p(k):
+        return state[prefix + k]
+
+    B, nc, w, h = x.shape
+    x = F.conv2d(x, p('patch_embed.proj.weight'), p('patch_embed.proj.bias'),
+                 stride=patch_size).flatten(2).transpose(1, 2)
+    x = torch.cat((p('cls_token').expand(B, -1, -1), x), dim=1)
+    pos_embed = p('pos_embed')
+    if x.shape[1] != pos_embed.shape[1]:
+        N, dim = pos_embed.shape[1] - 1, x.shape[-1]
+        w0, h0 = w // patch_size + 0.1, h // patch_size + 0.1
+        patch_pos = F.interpolate(
+            pos_embed[:, 1:].reshape(1, int(math.sqrt(N)), int(math.sqrt(N)),
+                                     dim).permute(0, 3, 1, 2),
+            scale_factor=(w0 / math.sqrt(N), h0 / math.sqrt(N)),
+            mode='bicubic')
+        patch_pos = patch_pos.permute(0, 2, 3, 1).view(1, -1, dim)
+        pos_embed = torch.cat((pos_embed[:, 0].unsqueeze(0), patch_pos), 1)
+    x = x + pos_embed
+    D = x.shape[-1]
+    i = 0
+    while f'{prefix}blocks.{i}.norm1.weight' in state:
+        b = f'blocks.{i}.'
+        y = F.layer_norm(x, (D, ), p(b + 'norm1.weight'), p(b + 'norm1.bias'),
+                         eps=1e-6)
+        qkv_bias = torch.cat((p(b + 'attn.q_bias'),
+                              torch.zeros_like(p(b + 'attn.v_bias')),
+                              p(b + 'attn.v_bias')))
+        qkv = F.linear(y, p(b + 'attn.qkv.weight'), qkv_bias)
+        qkv = qkv.reshape(B, x.shape[1], 3, num_heads,
+                          -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        q = q * (D // num_heads)**-0.5
+        attn = (q @ k.transpose(-2, -1)).softmax(dim=-1)
+        y = (attn @ v).transpose(1, 2).reshape(B, x.shape[1], -1)
+        x = x + F.linear(y, p(b + 'attn.proj.weight'), p(b + 'attn.proj.bias'))
+        y = F.layer_norm(x, (D, ), p(b + 'norm2.weight'), p(b + 'norm2.bias'),
+                         eps=1e-6)
+        y = F.gelu(F.linear(y, p(b + 'mlp.fc1.weight'), p(b + 'mlp.fc1.bias')))
+        y = F.linear(y, p(b + 'mlp.fc2.weight'), p(b + 'mlp.fc2.bias'))
+        x = x + y
+        i += 1
+    return F.layer_norm(x[:, 1:], (D, ), p('fc_norm.weight'),
+                        p('fc_norm.bias'), eps=1e-6)
+
+
+def official_vqkd_codes(state: Dict[str, torch.Tensor], images01: torch.Tensor,
+                        num_heads: int, patch_size: int):
+    """The official ``VQKD.get_codebook_indices`` of images in [0, 1]
+    (``pre_process`` 'default', encoder, task layer, l2 norm, nearest code
+    by the quantizer's distance): (encoder patch features, codes (B, N))."""
+    F = torch.nn.functional
+    data = images01
+    if data.max() <= 1.:
+        data = data * 255.
+    data = data / 127.5 - 1.0
+    feats = official_vit_patch_tokens(state, 'encoder.', data, num_heads,
+                                      patch_size)
+    z = F.linear(
+        torch.tanh(
+            F.linear(feats, state['encode_task_layer.0.weight'],
+                     state['encode_task_layer.0.bias'])),
+        state['encode_task_layer.2.weight'], state['encode_task_layer.2.bias'])
+    z = F.normalize(z, p=2, dim=-1).reshape(-1, z.shape[-1])
+    weight = state['quantize.embedding.weight']
+    d = z.pow(2).sum(dim=1, keepdim=True) + weight.pow(2).sum(dim=1) - 2 * \
+        torch.einsum('bd,nd->bn', z, weight)
+    return feats, torch.argmin(d, dim=1).view(images01.shape[0], -1)
