@@ -3,17 +3,14 @@
 #   python tools/misc/make_demo_data.py classification --out data/demo_cls
 # It keeps the released recipe's structure (layer decay, AdamW, warm-up +
 # cosine) at a scale that runs anywhere.
-_base_ = ['./beit3-base-p16_8xb128-coslr-50e_in1k.py']
+_base_ = [
+    './beit3-base-p16_8xb128-coslr-50e_in1k.py',
+    '../../_base_/models/beit3-tiny-p8_demo.py',
+]
 
 model = dict(
     backbone=dict(
-        arch=dict(
-            _delete_=True,
-            embed_dims=64,
-            num_layers=4,
-            num_heads=4,
-            feedforward_channels=128,
-            patch_size=8),
+        arch=dict(_delete_=True, **_base_.tiny_arch),
         img_size=32,
         drop_path_rate=0.,
         init_cfg=None),
@@ -31,30 +28,14 @@ train_pipeline = [
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='PackInputs'),
 ]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='PackInputs'),
-]
+test_pipeline = [train_pipeline[0], train_pipeline[-1]]
 train_dataloader = dict(
-    batch_size=32,
-    num_workers=0,
-    persistent_workers=False,
+    batch_size=32, num_workers=0, persistent_workers=False,
     dataset=dict(
-        _delete_=True,
-        type='CustomDataset',
-        data_root='data/demo_cls',
-        data_prefix='train',
-        pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=64,
-    num_workers=0,
-    persistent_workers=False,
-    dataset=dict(
-        _delete_=True,
-        type='CustomDataset',
-        data_root='data/demo_cls',
-        data_prefix='val',
-        pipeline=test_pipeline))
+        _delete_=True, type='CustomDataset', data_root='data/demo_cls',
+        data_prefix='train', pipeline=train_pipeline))
+val_dataloader = dict(train_dataloader, batch_size=64, dataset=dict(
+    train_dataloader['dataset'], data_prefix='val', pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(type='Accuracy', topk=(1, ))
 test_evaluator = val_evaluator

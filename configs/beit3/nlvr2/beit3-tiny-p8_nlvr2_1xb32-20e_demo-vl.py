@@ -9,18 +9,15 @@
 # it invariant to the scale of dense1, so a nearly zero dense1 turns every
 # AdamW step into a random redraw and the pair features never get a steady
 # signal (the loss stays at 0.693).
-_base_ = ['./beit3-base-p16_nlvr2_8xb32-20e_nlvr2-224px.py']
+_base_ = [
+    './beit3-base-p16_nlvr2_8xb32-20e_nlvr2-224px.py',
+    '../../_base_/models/beit3-tiny-p8_demo.py',
+]
 
 data_root = 'data/demo_vl'
 model = dict(
     backbone=dict(
-        arch=dict(
-            _delete_=True,
-            embed_dims=64,
-            num_layers=4,
-            num_heads=4,
-            feedforward_channels=128,
-            patch_size=8),
+        arch=dict(_delete_=True, **_base_.tiny_arch),
         img_size=64,
         vocab_size=128,
         num_text_positions=32,
@@ -30,48 +27,25 @@ model = dict(
     head_init_scale=10.,
     init_cfg=None)
 
+# loading only in train; the square resize in test lets the inferencer take
+# images of any size
 train_pipeline = [
-    dict(
-        type='ApplyToList',
-        scatter_key='img_path',
-        transforms=[dict(type='LoadImageFromFile')],
-        collate_keys=['img', 'scale_factor', 'ori_shape']),
-    dict(type='PackInputs', algorithm_keys=['text'], meta_keys=[]),
+    dict(t, transforms=t.transforms[:1]) if t.type == 'ApplyToList' else t
+    for t in _base_.train_pipeline
 ]
-# the square resize lets the inferencer take images of any size
 test_pipeline = [
-    dict(
-        type='ApplyToList',
-        scatter_key='img_path',
-        transforms=[
-            dict(type='LoadImageFromFile'),
-            dict(
-                type='Resize',
-                scale=(64, 64),
-                interpolation='bicubic',
-                backend='pillow'),
-        ],
-        collate_keys=['img', 'scale_factor', 'ori_shape']),
-    dict(type='PackInputs', algorithm_keys=['text'], meta_keys=[]),
+    dict(t, transforms=[dict(s, scale=(64, 64)) if s.type == 'Resize' else s
+                        for s in t.transforms]) if t.type == 'ApplyToList'
+    else t for t in _base_.test_pipeline
 ]
 train_dataloader = dict(
-    batch_size=32,
-    num_workers=0,
-    persistent_workers=False,
+    batch_size=32, num_workers=0, persistent_workers=False,
     dataset=dict(
-        data_root=data_root,
-        ann_file='nlvr2/train.json',
-        data_prefix='nlvr2/train',
-        pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=64,
-    num_workers=0,
-    persistent_workers=False,
-    dataset=dict(
-        data_root=data_root,
-        ann_file='nlvr2/dev.json',
-        data_prefix='nlvr2/dev',
-        pipeline=test_pipeline))
+        data_root=data_root, ann_file='nlvr2/train.json',
+        data_prefix='nlvr2/train', pipeline=train_pipeline))
+val_dataloader = dict(train_dataloader, batch_size=64, dataset=dict(
+    train_dataloader['dataset'], ann_file='nlvr2/dev.json',
+    data_prefix='nlvr2/dev', pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
 optim_wrapper = dict(

@@ -5,17 +5,14 @@
 #   python tools/misc/make_demo_data.py vl --out data/demo_vl
 # It keeps the recipe's structure (contrastive loss, layer decay, AdamW,
 # warm-up + cosine, RetrievalValLoop) at a scale that runs anywhere.
-_base_ = ['./beit3-base-p16_retrieval_16xb192-15e_coco-384px.py']
+_base_ = [
+    './beit3-base-p16_retrieval_16xb192-15e_coco-384px.py',
+    '../../_base_/models/beit3-tiny-p8_demo.py',
+]
 
 model = dict(
     backbone=dict(
-        arch=dict(
-            _delete_=True,
-            embed_dims=64,
-            num_layers=4,
-            num_heads=4,
-            feedforward_channels=128,
-            patch_size=8),
+        arch=dict(_delete_=True, **_base_.tiny_arch),
         img_size=64,
         vocab_size=128,  # >= the ids of the demo tokenizer (about 70)
         drop_path_rate=0.,
@@ -24,39 +21,19 @@ model = dict(
     max_text_len=32,  # the longest demo caption has 27 tokens
     init_cfg=None)
 
-# No flip or crop: the captions say "left" and "right".
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(
-        type='PackInputs',
-        algorithm_keys=['text', 'is_matched'],
-        meta_keys=['image_id']),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(
-        type='PackInputs',
-        algorithm_keys=['text', 'gt_text_id', 'gt_image_id'],
-        meta_keys=['image_id']),
-]
+# The recipe's pipelines without crop, flip or resize: the captions say
+# "left" and "right".
+train_pipeline, test_pipeline = (
+    [t for t in p if t.type in ('LoadImageFromFile', 'PackInputs')]
+    for p in (_base_.beit3_train_pipeline, _base_.beit3_test_pipeline))
 train_dataloader = dict(
-    batch_size=32,
-    num_workers=0,
-    persistent_workers=False,
+    batch_size=32, num_workers=0, persistent_workers=False,
     dataset=dict(
-        data_root='data/demo_vl',
-        ann_file='annotations/captions_train.json',
-        data_prefix='images',
-        pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=64,
-    num_workers=0,
-    persistent_workers=False,
-    dataset=dict(
-        data_root='data/demo_vl',
-        ann_file='annotations/captions_val.json',
-        data_prefix='images',
-        pipeline=test_pipeline))
+        data_root='data/demo_vl', ann_file='annotations/captions_train.json',
+        data_prefix='images', pipeline=train_pipeline))
+val_dataloader = dict(train_dataloader, batch_size=64, dataset=dict(
+    train_dataloader['dataset'], ann_file='annotations/captions_val.json',
+    pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
 optim_wrapper = dict(

@@ -5,18 +5,15 @@
 # It keeps the recipe's structure (soft-score BCE, head lr x20, AdamW,
 # warm-up + cosine) at a scale that runs anywhere. No flip or crop: the
 # answers say "left" / "right" and count the shapes.
-_base_ = ['./beit3-base-p16_vqa_8xb16-10e_vqav2-480px.py']
+_base_ = [
+    './beit3-base-p16_vqa_8xb16-10e_vqav2-480px.py',
+    '../../_base_/models/beit3-tiny-p8_demo.py',
+]
 
 data_root = 'data/demo_vl'
 model = dict(
     backbone=dict(
-        arch=dict(
-            _delete_=True,
-            embed_dims=64,
-            num_layers=4,
-            num_heads=4,
-            feedforward_channels=128,
-            patch_size=8),
+        arch=dict(_delete_=True, **_base_.tiny_arch),
         img_size=64,
         vocab_size=128,
         num_text_positions=32,
@@ -26,50 +23,23 @@ model = dict(
     answer_list=data_root + '/annotations/vqa_answer_list.txt',
     init_cfg=None)
 
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(
-        type='PackInputs',
-        algorithm_keys=['question', 'gt_answer', 'gt_answer_weight'],
-        meta_keys=['question_id', 'image_id']),
-]
-# the square resize lets the inferencer take images of any size
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(
-        type='Resize',
-        scale=(64, 64),
-        interpolation='bicubic',
-        backend='pillow'),
-    dict(
-        type='PackInputs',
-        algorithm_keys=['question', 'gt_answer', 'gt_answer_weight'],
-        meta_keys=['question_id', 'image_id']),
-]
+# loading and packing only; the square resize of the test pipeline lets the
+# inferencer take images of any size
+train_pipeline = [_base_.train_pipeline[0], _base_.train_pipeline[-1]]
+test_pipeline = [dict(t, scale=(64, 64)) if t.type == 'Resize' else t
+                 for t in _base_.test_pipeline]
 train_dataloader = dict(
-    batch_size=32,
-    num_workers=0,
-    persistent_workers=False,
+    batch_size=32, num_workers=0, persistent_workers=False,
     dataset=dict(
-        _delete_=True,
-        type='COCOVQA',
-        data_root=data_root,
+        _delete_=True, type='COCOVQA', data_root=data_root,
         data_prefix='images/train',
         question_file='annotations/vqa_train_questions.json',
         ann_file='annotations/vqa_train_annotations.json',
         pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=64,
-    num_workers=0,
-    persistent_workers=False,
-    dataset=dict(
-        _delete_=True,
-        type='COCOVQA',
-        data_root=data_root,
-        data_prefix='images/val',
-        question_file='annotations/vqa_val_questions.json',
-        ann_file='annotations/vqa_val_annotations.json',
-        pipeline=test_pipeline))
+val_dataloader = dict(train_dataloader, batch_size=64, dataset=dict(
+    train_dataloader['dataset'], data_prefix='images/val',
+    question_file='annotations/vqa_val_questions.json',
+    ann_file='annotations/vqa_val_annotations.json', pipeline=test_pipeline))
 test_dataloader = val_dataloader
 test_evaluator = dict(_delete_=True, type='VQAAcc')
 
