@@ -4,8 +4,9 @@ import pickle
 
 import pytest
 import torch
-from helpers import (TINY, TINY_IMG, VOCAB, official_resize, pretrain_heads,
-                     save_released, torchscale_beit3)
+from helpers import (CONVERTER, ROOT, TINY, TINY_IMG, VOCAB, build_model,
+                     official_resize, pretrain_heads, run_tool, save_released,
+                     torchscale_beit3)
 
 from beit3_mm.models import BEiT3
 from beit3_mm.models.layers import resize_vision_pos_table
@@ -60,7 +61,8 @@ def test_summary_names_what_was_left_out(tmp_path, ref):
                      if '.B.' in k or k.startswith('text_embed'))
     assert f'left out the language half (with_language=False): ' \
         f'{n_language} tensors' in text
-    assert 'encoder.layer_norm (output_norm=False): 2 tensors' in text  # A only
+    # the vision expert's (A) only
+    assert 'encoder.layer_norm (output_norm=False): 2 tensors' in text
     n_vision = len(model.state_dict())
     assert f'loaded {n_vision} ' in text
 
@@ -110,6 +112,102 @@ def test_classifier_file_fills_fc_norm(tmp_path, ref):
     path = save_released(tmp_path / 'in1k.pth', state, heads)
     model = build(path, with_language=False, out_type='avg_featmap')
     torch.testing.assert_close(model.fc_norm.weight, heads['fc_norm.weight'])
+
+
+D = TINY['embed_dims']
+
+
+@pytest.mark.parametrize('kind, heads, mapped', [
+    ('pretrain', pretrain_heads(D), ['mim_head.weight', 'mlm_head.bias']),
+    ('retrieval', {
+        'vision_head.weight': torch.zeros(D, D),
+        'language_head.weight': torch.zeros(D, D),
+        'logit_scale': torch.tensor(1.)
+    }, ['vision_head.weight', 'logit_scale']),
+    ('in1k', {
+        'fc_norm.weight': torch.ones(D),
+        'head.weight': torch.zeros(5, D)
+    }, ['backbone.fc_norm.weight', 'head.fc.weight']),
+    ('vqa', {
+        'pooler.dense.weight': torch.zeros(D, D),
+        'head.0.weight': torch.zeros(2 * D, D)
+    }, ['pooler.dense.weight', 'head.0.weight']),
+    ('nlvr2', {'head.dense1.weight': torch.zeros(2 * D, 4 * D)},
+     ['head.dense1.weight']),
+    ('captioning', {'mlm_head.weight': torch.zeros(VOCAB, D)},
+     ['mlm_head.weight']),
+    ('backbone', {}, []),
+    (None, {'my_head.weight': torch.zeros(2, D)}, ['my_head.weight']),
+])
+def test_released_kinds_and_names(ref, kind, heads, mapped):
+    """One mapping names a released file's keys for the converter and for
+    init_cfg: ``beit3.*`` -> ``backbone.*``, heads as the models name
+    them; the in1k classifier keeps the vision experts only."""
+    from beit3_mm.models.utils import released_to_mm
+    state = {'beit3.' + k: v for k, v in ref.state_dict().items()}
+    got, out, dropped = released_to_mm({**state, **heads})
+    assert got == kind
+    assert all(k in out for k in mapped)
+    assert not any(k.startswith('beit3.') for k in out)
+    languages = [
+        k for k in state if '.B.' in k or k.startswith('beit3.text_embed')
+    ]
+    if kind == 'in1k':
+        assert sorted(dropped) == sorted(
+            languages + ['beit3.encoder.layer_norm.A.weight',
+                         'beit3.encoder.layer_norm.A.bias'])
+        assert not any('backbone.' + k[len('beit3.'):] in out
+                       for k in dropped)
+    else:
+        assert not dropped and len(out) == len(state) + len(heads)
+        assert all(torch.equal(out['backbone.' + k[len('beit3.'):]], v)
+                   for k, v in state.items())
+
+
+def test_in1k_file_converted_or_as_init_cfg_is_one_model(tmp_path, ref):
+    """A released in1k file gives the same classifier backbone (vision
+    experts, fc_norm) converted and loaded with load_checkpoint as through
+    init_cfg, and its head is head.fc on both ways."""
+    from mmengine.config import Config
+    from mmengine.runner import load_checkpoint
+
+    from beit3_mm.models.utils import load_beit3_checkpoint
+    state = {
+        k: v
+        for k, v in ref.state_dict().items()
+        if not k.startswith('encoder.layer_norm')
+    }
+    heads = {
+        'fc_norm.weight': 1 + 0.1 * torch.randn(D),
+        'fc_norm.bias': 0.1 * torch.randn(D),
+        'head.weight': torch.randn(5, D),
+        'head.bias': torch.randn(5),
+    }
+    src = save_released(tmp_path / 'in1k.pth', state, heads)
+    dst = str(tmp_path / 'in1k_mm.pth')
+    run_tool(CONVERTER, src, dst, cwd=tmp_path)
+
+    cfg = Config.fromfile(
+        f'{ROOT}/configs/beit3/classification/'
+        'beit3-base-p16_8xb128-coslr-50e_in1k.py')
+    cfg.model.backbone.update(
+        arch=TINY, img_size=TINY_IMG, vocab_size=VOCAB,
+        init_cfg=dict(type='Pretrained', checkpoint=src))
+    cfg.model.head.update(num_classes=5, in_channels=D)
+    from_init_cfg = build_model(cfg)
+    from_init_cfg.init_weights()
+    converted = build_model(cfg)
+    load_checkpoint(converted, dst, strict=True)
+
+    backbone = converted.backbone.state_dict()
+    assert backbone.keys() == from_init_cfg.backbone.state_dict().keys()
+    for k, v in from_init_cfg.backbone.state_dict().items():
+        assert torch.equal(backbone[k], v), k
+    assert torch.equal(backbone['fc_norm.weight'], heads['fc_norm.weight'])
+    assert torch.equal(converted.head.fc.weight, heads['head.weight'])
+    # the backbone's init_cfg names the head as the converted file does
+    lines = load_beit3_checkpoint(from_init_cfg.backbone, src)
+    assert 'left out non-backbone keys: head.fc.* (2)' in lines
 
 
 def test_missing_key_is_an_error_naming_it(tmp_path, ref):

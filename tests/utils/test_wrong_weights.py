@@ -1,16 +1,13 @@
 """Wrong weights never load silently: a released file, a BEiT-3 of another
 size, another model or another task's checkpoint stops with one line that
 names the file and the fix; legitimate loads still work."""
-import os
 import os.path as osp
 import re
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import CONVERTER, ROOT, build_model, save_released
+from helpers import CONVERTER, ROOT, build_model, run_tool, save_released
 from mmengine.config import Config
 from mmengine.runner import load_checkpoint
 from mmengine.runner.checkpoint import _load_checkpoint
@@ -109,8 +106,7 @@ def test_legitimate_loads(cls_model, released, tmp_path):
     backbone.init_weights()
     # the same file converted, loaded strictly
     dst = str(tmp_path / 'converted.pth')
-    subprocess.run([sys.executable, CONVERTER, released, dst], check=True,
-                   capture_output=True)
+    run_tool(CONVERTER, released, dst, cwd=tmp_path)
     load_checkpoint(cls_model, dst, strict=True)
     # a beit3-mm checkpoint of the model itself
     path = str(tmp_path / 'epoch_1.pth')
@@ -170,15 +166,6 @@ def test_hook_refuses_another_task_to_test_or_resume(tmp_path, train_loop,
 
 
 # ----------------------------------------------------- end to end (tools)
-def run_tool(*args, cwd, ok: bool):
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=env,
-                          capture_output=True, text=True)
-    out = proc.stdout + proc.stderr
-    assert (proc.returncode == 0) == ok, out[-4000:]
-    return proc
-
-
 @pytest.fixture(scope='module')
 def vl_demo(tmp_path_factory):
     """The VL demo set under data/demo_vl (where the demo configs read
@@ -187,8 +174,7 @@ def vl_demo(tmp_path_factory):
     make_vl_demo(str(root / 'data/demo_vl'), num_train=8, num_val=4,
                  num_train_pairs=4, num_val_pairs=2, vocab_size=60)
     run_tool(osp.join(ROOT, 'tools/train.py'), VQA_CFG, '--work-dir',
-             'vqa', '--cfg-options', 'train_cfg.max_epochs=1', cwd=root,
-             ok=True)
+             'vqa', '--cfg-options', 'train_cfg.max_epochs=1', cwd=root)
     return root, str(root / 'vqa/epoch_1.pth')
 
 
@@ -196,12 +182,12 @@ def vl_demo(tmp_path_factory):
 def test_train_load_from_a_released_file(tmp_path, released):
     make_classification_demo(str(tmp_path / 'data/demo_cls'), num_train=4,
                              num_val=2)
-    proc = run_tool(
+    out = run_tool(
         osp.join(ROOT, 'tools/train.py'), CLS_CFG,
         '--work-dir', 'work', '--cfg-options', f'load_from={released}',
         'train_cfg.max_epochs=1', cwd=tmp_path, ok=False)
-    last = proc.stderr.strip().splitlines()[-1]
-    assert 'CheckpointMismatchError' in last, proc.stderr[-3000:]
+    last = out.strip().splitlines()[-1]
+    assert 'CheckpointMismatchError' in last, out[-3000:]
     assert released in last and 'released' in last, last
     assert 'beit3_to_mm.py' in last, last
 
@@ -209,23 +195,23 @@ def test_train_load_from_a_released_file(tmp_path, released):
 @pytest.mark.slow
 def test_test_another_tasks_checkpoint(vl_demo):
     root, vqa_ckpt = vl_demo
-    proc = run_tool(
+    out = run_tool(
         osp.join(ROOT, 'tools/test.py'), NLVR2_CFG, vqa_ckpt,
         '--work-dir', 'test', cwd=root, ok=False)
-    last = proc.stderr.strip().splitlines()[-1]
-    assert vqa_ckpt in last and 'another task' in last, proc.stderr[-3000:]
+    last = out.strip().splitlines()[-1]
+    assert vqa_ckpt in last and 'another task' in last, out[-3000:]
     assert 'its modules: backbone, head, pooler' in last, last
 
 
 @pytest.mark.slow
 def test_resume_another_tasks_checkpoint(vl_demo):
     root, vqa_ckpt = vl_demo
-    proc = run_tool(
+    out = run_tool(
         osp.join(ROOT, 'tools/train.py'), NLVR2_CFG,
         '--work-dir', 'resume', '--resume', vqa_ckpt, '--cfg-options',
         'train_dataloader.batch_size=2', cwd=root, ok=False)
-    last = proc.stderr.strip().splitlines()[-1]
-    assert vqa_ckpt in last and 'another task' in last, proc.stderr[-3000:]
+    last = out.strip().splitlines()[-1]
+    assert vqa_ckpt in last and 'another task' in last, out[-3000:]
 
 
 @pytest.mark.slow
@@ -233,12 +219,10 @@ def test_train_load_from_another_tasks_checkpoint(vl_demo):
     """Fine-tuning NLVR2 from a VQA checkpoint: the backbone loads, the
     new head is only logged."""
     root, vqa_ckpt = vl_demo
-    proc = run_tool(
+    out = run_tool(
         osp.join(ROOT, 'tools/train.py'), NLVR2_CFG,
         '--work-dir', 'finetune', '--cfg-options', f'load_from={vqa_ckpt}',
-        'train_cfg.max_epochs=1', 'train_dataloader.batch_size=2', cwd=root,
-        ok=True)
-    out = proc.stdout + proc.stderr
+        'train_cfg.max_epochs=1', 'train_dataloader.batch_size=2', cwd=root)
     assert f'Load checkpoint from {vqa_ckpt}' in out
     assert re.search(r'missing keys in source state_dict: .*head\.dense1',
                      out), out[-3000:]

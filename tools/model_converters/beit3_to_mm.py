@@ -20,11 +20,12 @@ backbone       none                                        any
 ``beit3.*`` becomes ``backbone.*``; task heads keep their official names at
 the top level, except for the ImageNet classifier, which becomes an
 mmpretrain ``ImageClassifier`` (``backbone.fc_norm``, ``head.fc``, vision
-experts only). The position table keeps its resolution: a model of another
-input size resizes it as it loads (``BEiT3``'s state-dict pre-hook, the
-official bicubic formula). Official training checkpoints (with
-``optimizer``, ``args``, ...) are accepted; only their model weights are
-kept.
+experts only). This is ``beit3_mm.models.utils.released_to_mm``, the
+mapping that ``init_cfg`` reads a released file with. The position table
+keeps its resolution: a model of another input size resizes it as it loads
+(``BEiT3``'s state-dict pre-hook, the official bicubic formula). Official
+training checkpoints (with ``optimizer``, ``args``, ...) are accepted; only
+their model weights are kept.
 """
 import argparse
 import os
@@ -33,60 +34,25 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from beit3_mm.models.utils import (is_language_key, model_state_dict,
-                                   split_backbone, summarize_keys)
+from beit3_mm.models.utils import (model_state_dict, released_to_mm,
+                                   summarize_keys)
 from beit3_mm.utils import read_checkpoint
 
 Tensor = torch.Tensor
 
 
-def detect_kind(others: Dict[str, Tensor]) -> str:
-    """The released task a file comes from, by its non-backbone keys."""
-    keys = set(others)
-    if 'mim_head.weight' in keys:
-        return 'pretrain'
-    if 'logit_scale' in keys:
-        return 'retrieval'
-    if 'fc_norm.weight' in keys:
-        return 'in1k'
-    if 'pooler.dense.weight' in keys:
-        return 'vqa'
-    if 'head.dense1.weight' in keys:
-        return 'nlvr2'
-    if 'mlm_head.weight' in keys:
-        return 'captioning'
-    if not keys:
-        return 'backbone'
-    raise ValueError(f'unrecognised BEiT-3 head keys: {sorted(keys)[:8]}')
-
-
 def convert(
         state: Dict[str, Tensor]) -> Tuple[str, Dict[str, Tensor], List[str]]:
-    """Map a released state dict to beit3-mm names.
+    """:func:`~beit3_mm.models.utils.released_to_mm`, refusing a file whose
+    heads are of no released task (the converter could not name them).
 
     Returns:
         The kind, the new state dict and the dropped keys.
     """
-    backbone, others = split_backbone(state)
-    if not backbone:
-        raise KeyError('no BEiT-3 backbone keys (beit3.*) in the file')
-    kind = detect_kind(others)
-
-    dropped = []
-    out = {}
-    for k, v in backbone.items():
-        # The ImageNet classifier runs the vision experts only and has no
-        # output norm.
-        if kind == 'in1k' and (is_language_key(k)
-                               or k.startswith('encoder.layer_norm.')):
-            dropped.append('beit3.' + k)
-            continue
-        out['backbone.' + k] = v
-    for k, v in others.items():
-        if kind == 'in1k':
-            k = ('backbone.' + k if k.startswith('fc_norm.') else
-                 k.replace('head.', 'head.fc.', 1))
-        out[k] = v
+    kind, out, dropped = released_to_mm(state)
+    if kind is None:
+        heads = sorted(k for k in out if not k.startswith('backbone.'))
+        raise ValueError(f'unrecognised BEiT-3 head keys: {heads[:8]}')
     return kind, out, dropped
 
 

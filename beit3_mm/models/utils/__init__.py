@@ -2,11 +2,13 @@ from .weight_loading import (CheckpointMismatchError, check_backbone_state,
                              fit_backbone_state, fit_position_tables,
                              is_language_key, load_beit3_checkpoint,
                              load_beit3_model, model_state_dict,
-                             read_beit3_file, split_backbone, summarize_keys)
+                             read_beit3_file, released_kind, released_to_mm,
+                             split_backbone, summarize_keys)
 
 __all__ = [
     'load_beit3_checkpoint', 'load_beit3_model', 'read_beit3_file',
-    'fit_backbone_state', 'model_state_dict', 'split_backbone',
-    'is_language_key', 'summarize_keys', 'CheckpointMismatchError',
-    'check_backbone_state', 'fit_position_tables'
+    'released_to_mm', 'released_kind', 'fit_backbone_state',
+    'model_state_dict', 'split_backbone', 'is_language_key',
+    'summarize_keys', 'CheckpointMismatchError', 'check_backbone_state',
+    'fit_position_tables'
 ]

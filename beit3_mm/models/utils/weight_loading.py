@@ -4,7 +4,9 @@ Every released file is ``{'model': state_dict}`` with the backbone under
 ``beit3.`` and task heads at the top level; the official training script's
 full checkpoints add ``optimizer``, ``args``, ``epoch`` and ``scaler``;
 beit3_mm's own (mmengine) checkpoints put the backbone under ``backbone.``.
-These helpers find the backbone part in any of them, fit it to a given
+:func:`released_to_mm` maps a released state dict to beit3-mm names, the
+one mapping of ``init_cfg`` and of ``tools/model_converters/beit3_to_mm.py``;
+the loaders here find the backbone part of any file, fit it to a given
 :class:`~beit3_mm.models.BEiT3` and say what they left out.
 
 mmengine loads ``load_from``, resumed and tested checkpoints non-strictly
@@ -197,6 +199,67 @@ def split_backbone(state: StateDict) -> Tuple[StateDict, StateDict]:
     return backbone, others
 
 
+# The released task of a file by its keys beside ``beit3.*``, the first
+# key found naming it (a pretraining file also holds ``mlm_head``, as a
+# captioning one does).
+RELEASED_KINDS = (
+    ('mim_head.weight', 'pretrain'),
+    ('logit_scale', 'retrieval'),
+    ('fc_norm.weight', 'in1k'),
+    ('pooler.dense.weight', 'vqa'),
+    ('head.dense1.weight', 'nlvr2'),
+    ('mlm_head.weight', 'captioning'),
+)
+
+
+def released_kind(heads: StateDict) -> Optional[str]:
+    """The released task a file comes from, by its keys beside the
+    backbone's: one of ``RELEASED_KINDS``, 'backbone' for none, None for
+    keys of no released task."""
+    if not heads:
+        return 'backbone'
+    return next((kind for key, kind in RELEASED_KINDS if key in heads), None)
+
+
+def released_to_mm(
+        state: StateDict) -> Tuple[Optional[str], StateDict, List[str]]:
+    """Map a released state dict to beit3-mm names: the one mapping of
+    ``init_cfg`` (:func:`load_beit3_checkpoint`, :func:`load_beit3_model`)
+    and of ``tools/model_converters/beit3_to_mm.py``.
+
+    ``beit3.*`` becomes ``backbone.*``; task heads keep their official
+    names at the top level (``mim_head``, ``mlm_head``, ``vision_head``,
+    ``pooler``, ``head`` ...), except for the ImageNet classifier, an
+    mmpretrain ``ImageClassifier``: ``fc_norm`` becomes ``backbone.fc_norm``
+    and ``head`` ``head.fc``, and its backbone keeps the vision experts only,
+    without the output norm, as the classifier runs it.
+
+    Returns:
+        The kind (:func:`released_kind`), the mapped state dict and the
+        released keys left out.
+
+    Raises:
+        KeyError: no BEiT-3 backbone keys in ``state``.
+    """
+    backbone, others = split_backbone(state)
+    if not backbone:
+        raise KeyError('no BEiT-3 backbone keys (beit3.*) in the file')
+    kind = released_kind(others)
+    out, dropped = {}, []
+    for k, v in backbone.items():
+        if kind == 'in1k' and (is_language_key(k)
+                               or k.startswith('encoder.layer_norm.')):
+            dropped.append('beit3.' + k)
+        else:
+            out['backbone.' + k] = v
+    for k, v in others.items():
+        if kind == 'in1k':
+            k = ('backbone.' + k if k.startswith('fc_norm.') else
+                 k.replace('head.', 'head.fc.', 1))
+        out[k] = v
+    return kind, out, dropped
+
+
 def summarize_keys(keys: List[str]) -> str:
     """Keys counted by module, e.g. 'mim_head.* (2), encoder.layers.* (80)'.
     """
@@ -206,18 +269,18 @@ def summarize_keys(keys: List[str]) -> str:
     return ', '.join(f'{g} ({n})' for g, n in sorted(counts.items()))
 
 
-def fit_backbone_state(backbone: StateDict, others: StateDict, model,
+def fit_backbone_state(backbone: StateDict, model,
                        source: str) -> Tuple[StateDict, List[str]]:
-    """Fit released backbone weights to ``model`` (a ``BEiT3``).
+    """Fit backbone weights (keys without their prefix) to ``model`` (a
+    ``BEiT3``).
 
     Drops the language half for a vision-only model, the output norm for a
     model without one, relative position tables for a model without them
     and the source model's modules outside the BEiT-3 core (``fc_norm``, an
-    adapter) that ``model`` lacks; takes the released classifier's
-    top-level ``fc_norm`` for a model that has one, and resizes the vision
-    position table to the model's grid and relative position tables to the
-    model's lengths. A model's relative position tables that the file lacks
-    keep their init (zero).
+    adapter) that ``model`` lacks, and resizes the vision position table to
+    the model's grid and relative position tables to the model's lengths.
+    A model's relative position tables that the file lacks keep their init
+    (zero).
 
     Returns:
         The state dict to load (strictly, except a missing ``fc_norm``) and
@@ -231,9 +294,6 @@ def fit_backbone_state(backbone: StateDict, others: StateDict, model,
     target = model.state_dict()
     state, notes = {}, []
     dropped = Counter()
-    if model.fc_norm is not None and 'fc_norm.weight' not in backbone:
-        backbone = dict(backbone, **{
-            k: v for k, v in others.items() if k.startswith('fc_norm.')})
     unexpected, extra = [], []
     for k, v in backbone.items():
         if k in target:
@@ -290,15 +350,23 @@ def fit_backbone_state(backbone: StateDict, others: StateDict, model,
     return state, notes
 
 
-def read_beit3_file(path: str) -> Tuple[StateDict, StateDict]:
-    """Safely read any BEiT-3 file: (backbone keys, all other keys)."""
-    backbone, others = split_backbone(
-        model_state_dict(read_checkpoint(path), path))
+def read_beit3_file(path: str) -> Tuple[StateDict, StateDict, List[str]]:
+    """Safely read any BEiT-3 file, a released one through
+    :func:`released_to_mm`: (backbone keys without their prefix, all other
+    keys, a note on the released keys left out)."""
+    state = model_state_dict(read_checkpoint(path), path)
+    notes = []
+    if any(k.startswith('beit3.') for k in state):
+        kind, state, dropped = released_to_mm(state)
+        if dropped:
+            notes.append(f'left out what the released {kind} model does not '
+                         f'use: {summarize_keys(dropped)}')
+    backbone, others = split_backbone(state)
     if not backbone:
         raise KeyError(f'{path} holds no BEiT-3 backbone keys (looked for '
                        f'prefixes {BACKBONE_PREFIXES} and roots '
                        f'{BACKBONE_ROOTS})')
-    return backbone, others
+    return backbone, others, notes
 
 
 def load_beit3_checkpoint(model,
@@ -315,12 +383,13 @@ def load_beit3_checkpoint(model,
     Returns:
         The summary lines.
     """
-    backbone, others = read_beit3_file(path)
-    state, notes = fit_backbone_state(backbone, others, model, path)
+    backbone, others, notes = read_beit3_file(path)
+    state, fit_notes = fit_backbone_state(backbone, model, path)
     model.load_state_dict(state, strict=False)
-    heads = [k for k in others if not k.startswith('fc_norm.')]
-    if heads:
-        notes.append(f'left out non-backbone keys: {summarize_keys(heads)}')
+    notes += fit_notes
+    if others:
+        notes.append(f'left out non-backbone keys: '
+                     f'{summarize_keys(list(others))}')
     lines = [f'loaded {len(state)} BEiT-3 backbone tensors from {path}'
              ] + notes
     print_log('; '.join(lines), logger=logger)
@@ -335,16 +404,18 @@ def load_beit3_model(model,
 
     Released task heads sit at the top level of the file under the names
     the beit3_mm models use (``vision_head.weight``, ``pooler.dense.bias``,
-    ...), and so do those of a converted or beit3_mm checkpoint. Heads the
-    file lacks keep their init; file keys the model has no place for
-    (e.g. ``mim_head`` in a pretraining file) are left out. Both are logged.
+    ..., :func:`released_to_mm`), and so do those of a converted or
+    beit3_mm checkpoint. Heads the file lacks keep their init; file keys
+    the model has no place for (e.g. ``mim_head`` in a pretraining file)
+    are left out. Both are logged.
 
     Raises:
         KeyError / ValueError: as :func:`fit_backbone_state`; ValueError
             also for a head whose shape differs from the model's.
     """
-    backbone, others = read_beit3_file(path)
-    state, notes = fit_backbone_state(backbone, others, model.backbone, path)
+    backbone, others, notes = read_beit3_file(path)
+    state, fit_notes = fit_backbone_state(backbone, model.backbone, path)
+    notes += fit_notes
 
     target = {
         k: v
