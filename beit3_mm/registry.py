@@ -12,9 +12,10 @@ its library's scope.
 
 Configs import the package with
 ``custom_imports = dict(imports=['beit3_mm'], allow_failed_imports=False)``,
-which registers everything at once: the backbones, necks, segmentor and
-vision-language models, and the hooks and optimizer constructor of
-:mod:`beit3_mm.engine`. Registering per library (importing mmdet's, mmseg's
+which registers everything at once: the backbones, necks, segmentor,
+vision-language and self-supervised models, the datasets of
+:mod:`beit3_mm.datasets`, the metrics of :mod:`beit3_mm.evaluation`, and the
+hooks and optimizer constructor of :mod:`beit3_mm.engine`. Registering per library (importing mmdet's, mmseg's
 or the tokenizer's dependents only for their configs) would save little: a
 run imports its own library's models anyway (``default_scope``), and after
 ``import mmpretrain.models`` (what a classification run loads), importing
@@ -23,6 +24,9 @@ run imports its own library's models anyway (``default_scope``), and after
 Registries that exist in one library only (mmpretrain's tokenizer registry)
 are imported from that library where they are used.
 """
-from mmengine.registry import HOOKS, MODELS, OPTIM_WRAPPER_CONSTRUCTORS
+from mmengine.registry import (DATASETS, HOOKS, METRICS, MODELS,
+                               OPTIM_WRAPPER_CONSTRUCTORS)
 
-__all__ = ['MODELS', 'HOOKS', 'OPTIM_WRAPPER_CONSTRUCTORS']
+__all__ = [
+    'MODELS', 'DATASETS', 'METRICS', 'HOOKS', 'OPTIM_WRAPPER_CONSTRUCTORS'
+]

@@ -69,4 +69,19 @@ log "beit3_mm and the OpenMMLab stack"
 # with the stack, and the BEiT-3 path needs neither pin.
 "${PIP[@]}" -q "${PIN[@]}" --no-deps torchscale fairscale
 
+# ---- Java for the caption metric (PTB tokenizer, METEOR) --------------------
+# Installed when missing and apt-get can run as root; never fails the install.
+if ! command -v java >/dev/null 2>&1; then
+  AS_ROOT=()
+  [ "$(id -u)" = 0 ] || AS_ROOT=(sudo -n)
+  if command -v apt-get >/dev/null 2>&1 && ${AS_ROOT[@]+"${AS_ROOT[@]}"} true 2>/dev/null; then
+    log "installing a JRE (default-jre-headless) for the caption metric"
+    { ${AS_ROOT[@]+"${AS_ROOT[@]}"} apt-get update -qq &&
+      ${AS_ROOT[@]+"${AS_ROOT[@]}"} env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends default-jre-headless >/dev/null; } || true
+  fi
+  command -v java >/dev/null 2>&1 ||
+    log "no Java: caption metrics will tokenise in Python and skip METEOR (install a JRE for the standard scores)"
+fi
+
 "$PY" -c "import beit3_mm, mmcv.ops, mmdet, mmseg, mmpretrain; print('beit3_mm', beit3_mm.__version__, 'ready')"

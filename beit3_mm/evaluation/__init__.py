@@ -1,0 +1,3 @@
+from .metrics import CaptionMetric, NoCapsMetric
+
+__all__ = ['CaptionMetric', 'NoCapsMetric']
