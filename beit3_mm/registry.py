@@ -24,9 +24,11 @@ run imports its own library's models anyway (``default_scope``), and after
 Registries that exist in one library only (mmpretrain's tokenizer registry)
 are imported from that library where they are used.
 """
-from mmengine.registry import (DATASETS, HOOKS, METRICS, MODELS,
-                               OPTIM_WRAPPER_CONSTRUCTORS)
+from mmengine.registry import (DATA_SAMPLERS, DATASETS, FUNCTIONS, HOOKS,
+                               METRICS, MODELS, OPTIM_WRAPPER_CONSTRUCTORS,
+                               TRANSFORMS)
 
 __all__ = [
-    'MODELS', 'DATASETS', 'METRICS', 'HOOKS', 'OPTIM_WRAPPER_CONSTRUCTORS'
+    'MODELS', 'DATASETS', 'TRANSFORMS', 'DATA_SAMPLERS', 'FUNCTIONS',
+    'METRICS', 'HOOKS', 'OPTIM_WRAPPER_CONSTRUCTORS'
 ]

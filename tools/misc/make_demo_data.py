@@ -4,18 +4,22 @@
     python tools/misc/make_demo_data.py detection --out data/demo_det
     python tools/misc/make_demo_data.py segmentation --out data/demo_seg
     python tools/misc/make_demo_data.py vl --out data/demo_vl
+    python tools/misc/make_demo_data.py pretrain --out data/demo_pretrain
 """
 import argparse
 
 from beit3_mm.demo import (make_classification_demo, make_detection_demo,
-                           make_segmentation_demo, make_vl_demo)
+                           make_pretrain_demo, make_segmentation_demo,
+                           make_vl_demo)
 
 TASKS = {
     'classification': make_classification_demo,
     'detection': make_detection_demo,
     'segmentation': make_segmentation_demo,
     # retrieval, VQA and NLVR2 share one set and tokenizer
-    'vl': make_vl_demo
+    'vl': make_vl_demo,
+    # images, a text corpus and image-text pairs, with their tokenizer
+    'pretrain': make_pretrain_demo
 }
 
 
@@ -26,7 +30,7 @@ def main() -> None:
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args()
     made = TASKS[args.task](args.out, seed=args.seed)
-    # classes, or for 'vl' a dict of the files written
+    # classes, or for 'vl' and 'pretrain' a dict of the files written
     what = 'files' if isinstance(made, dict) else 'classes'
     print(f'wrote the {args.task} demo set to {args.out} '
           f'({what}: {", ".join(made.values() if what == "files" else made)})')
