@@ -9,7 +9,7 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 
 from beit3_mm.registry import MODELS
-from ..layers import (NUM_VISION_EXTRA_ROWS, POS_OFFSET, Multiway,
+from ..layers import (NUM_VISION_EXTRA_ROWS, POS_OFFSET, KVCache, Multiway,
                       MultiwayTransformerLayer, VisionEmbedding)
 from ..utils.weight_loading import (check_backbone_state,
                                      resize_position_tables)
@@ -274,19 +274,30 @@ class BEiT3(BaseModule):
         table = self._vision_pos_table(grid)
         return x + table[POS_OFFSET:POS_OFFSET + x.shape[1]], grid
 
-    def _text_tokens(self, text_ids: Tensor,
-                     padding_mask: Optional[Tensor]) -> Tensor:
-        """Token plus position embeddings, zero at padding: (B, M, D)."""
+    def _text_tokens(self,
+                     text_ids: Tensor,
+                     padding_mask: Optional[Tensor],
+                     positions: Optional[Tensor] = None) -> Tensor:
+        """Token plus position embeddings, zero at padding: (B, M, D).
+
+        ``positions`` ((M,) or (B, M) text indices, row ``2 + index``)
+        defaults to ``0..M-1``.
+        """
         if self.text_embed is None:
             raise ValueError('this BEiT3 was built with with_language=False '
                              'and cannot encode text')
         table = self.encoder.embed_positions.B.weight
-        if text_ids.shape[1] + POS_OFFSET > table.shape[0]:
+        last = (text_ids.shape[1] if positions is None else
+                int(positions.max()) + 1)
+        if last + POS_OFFSET > table.shape[0]:
             raise ValueError(
-                f'text of {text_ids.shape[1]} tokens exceeds the '
+                f'text position {last - 1} exceeds the '
                 f'{table.shape[0] - POS_OFFSET} text positions')
         x = self.text_embed(text_ids)
-        x = x + table[POS_OFFSET:POS_OFFSET + x.shape[1]]
+        if positions is None:
+            x = x + table[POS_OFFSET:POS_OFFSET + x.shape[1]]
+        else:
+            x = x + table[POS_OFFSET + positions]
         if padding_mask is not None:
             x = x * (1 - padding_mask.unsqueeze(-1).type_as(x))
         return x
@@ -311,12 +322,29 @@ class BEiT3(BaseModule):
             keep = allowed if keep is None else keep & allowed
         return keep
 
+    @staticmethod
+    def seq2seq_mask(num_vision: int, num_text: int,
+                     device: Optional[torch.device] = None) -> Tensor:
+        """The official captioning (UniLM seq2seq) mask, True = blocked.
+
+        Image tokens attend to the image tokens only; text tokens attend to
+        all image tokens and to the text up to and including themselves.
+
+        Returns:
+            (T, T) bool, T = num_vision + num_text; ``attn_mask`` of
+            :meth:`encode`.
+        """
+        idx = torch.arange(num_vision + num_text, device=device)
+        row, col = idx[:, None], idx[None, :]
+        return torch.where(row < num_vision, col >= num_vision, col > row)
+
     def _run_layers(self,
                     x_v: Optional[Tensor],
                     x_t: Optional[Tensor],
                     mask: Optional[Tensor],
                     grid: Optional[Tuple[int, int]] = None,
-                    out_indices: Sequence[int] = ()
+                    out_indices: Sequence[int] = (),
+                    cache: Optional[KVCache] = None
                     ) -> Tuple[Tuple[Optional[Tensor], Optional[Tensor]],
                                Dict[int, Optional[Tensor]]]:
         """Run all layers; collect the image stream after ``out_indices``.
@@ -324,7 +352,8 @@ class BEiT3(BaseModule):
         outs = {}
         last = self.num_layers - 1
         for i, layer in enumerate(self.encoder.layers):
-            x_v, x_t = layer(x_v, x_t, mask, grid)
+            kv = None if cache is None else cache.layers[i]
+            x_v, x_t = layer(x_v, x_t, mask, grid, kv)
             if i == last and self.output_norm:
                 x_v, x_t = self.encoder.layer_norm(x_v, x_t)
             if i in out_indices:
@@ -336,8 +365,29 @@ class BEiT3(BaseModule):
                text_ids: Optional[Tensor] = None,
                text_padding_mask: Optional[Tensor] = None,
                attn_mask: Optional[Tensor] = None,
-               image_mask: Optional[Tensor] = None) -> Tensor:
+               image_mask: Optional[Tensor] = None,
+               cache: Optional[KVCache] = None,
+               text_positions: Optional[Tensor] = None) -> Tensor:
         """Hidden states of the last layer for image, text or both.
+
+        Incremental decoding: pass a :class:`~beit3_mm.models.layers.KVCache`
+        (``KVCache(backbone.num_layers)``). The first call (empty cache)
+        takes the images (and text, e.g. ``[<s>, <mask>]``) and stores the
+        keys and values of every layer; each later call takes text only,
+        which attends to everything cached plus the new text up to and
+        including itself, and is cached in turn. With a cache, attention
+        always follows this seq2seq rule (image tokens see image tokens
+        only, see :meth:`seq2seq_mask`), so ``attn_mask`` and
+        ``text_padding_mask`` must be None. Text positions continue those
+        cached (``cache.num_text + 0..M-1``) unless ``text_positions`` says
+        otherwise. Use ``cache.reorder(index)`` to expand or reorder the
+        batch (beams) and ``cache.drop_last(n)`` to forget slots whose
+        outputs have been read. Without a cache nothing changes::
+
+            cache = KVCache(backbone.num_layers)
+            x = backbone.encode(images, bos_and_mask_ids, cache=cache)
+            cache.drop_last(1)                       # the <mask> slot
+            x = backbone.encode(text_ids=next_and_mask_ids, cache=cache)
 
         Args:
             images: (B, C, H, W), H and W equal to ``img_size``.
@@ -347,10 +397,16 @@ class BEiT3(BaseModule):
                 (T = 1 + h * w + M with an image, else M).
             image_mask: (B, h * w), True for patches replaced by the mask
                 token.
+            cache: keys and values of the tokens encoded so far, extended
+                by this call.
+            text_positions: (M,) or (B, M) text indices of ``text_ids``
+                (position-table row ``2 + index``). Defaults to
+                ``0..M-1`` after the cached text.
 
         Returns:
             (B, T, D): image tokens (CLS first) then text tokens, after the
-            output norm when ``output_norm=True``.
+            output norm when ``output_norm=True``; with a cache, those of
+            this call only.
         """
         if images is None and text_ids is None:
             raise ValueError('encode() needs images, text_ids or both')
@@ -359,17 +415,46 @@ class BEiT3(BaseModule):
             raise ValueError(
                 'encode(image_mask=...) in training needs a BEiT3 built with '
                 'train_mask_token=True; the mask token is frozen otherwise')
+        if cache is not None:
+            attn_mask = self._cached_mask(cache, images, text_ids,
+                                          text_padding_mask, attn_mask)
+            if text_positions is None and text_ids is not None:
+                text_positions = cache.num_text + torch.arange(
+                    text_ids.shape[1], device=text_ids.device)
         x_v = x_t = grid = None
         if images is not None:
             x_v, grid = self._vision_tokens(images, image_mask)
         if text_ids is not None:
-            x_t = self._text_tokens(text_ids, text_padding_mask)
+            x_t = self._text_tokens(text_ids, text_padding_mask,
+                                    text_positions)
         num_vision = 0 if x_v is None else x_v.shape[1]
         mask = self._attention_mask(num_vision, text_padding_mask, attn_mask)
-        (x_v, x_t), _ = self._run_layers(x_v, x_t, mask, grid)
+        if cache is not None:
+            cache.num_vision += num_vision
+        (x_v, x_t), _ = self._run_layers(x_v, x_t, mask, grid, cache=cache)
         if x_v is None or x_t is None:
             return x_t if x_v is None else x_v
         return torch.cat((x_v, x_t), dim=1)
+
+    def _cached_mask(self, cache: KVCache, images: Optional[Tensor],
+                     text_ids: Optional[Tensor],
+                     text_padding_mask: Optional[Tensor],
+                     attn_mask: Optional[Tensor]) -> Tensor:
+        """The seq2seq mask of the new tokens over cached + new keys:
+        (N + M, T + N + M), True = blocked."""
+        if attn_mask is not None or text_padding_mask is not None:
+            raise ValueError('encode(cache=...) follows the seq2seq rule: '
+                             'pass no attn_mask and no text_padding_mask')
+        if images is not None and len(cache):
+            raise ValueError('encode(cache=...) takes images on the first '
+                             'call only (the cache is not empty)')
+        new_vision = 0 if images is None else 1 + \
+            self.patch_resolution[0] * self.patch_resolution[1]
+        new_text = 0 if text_ids is None else text_ids.shape[1]
+        device = (images if images is not None else text_ids).device
+        mask = self.seq2seq_mask(cache.num_vision + new_vision,
+                                 cache.num_text + new_text, device)
+        return mask[-(new_vision + new_text):]
 
     def forward(self, images: Tensor) -> Tuple[Tensor, ...]:
         """Image features in the mmpretrain convention, one per out index."""

@@ -52,6 +52,72 @@ class Multiway(nn.Module):
                 None if x_t is None else self.B(x_t))
 
 
+class LayerKV:
+    """Cached keys and values of one attention layer, (B, H, T, C) each.
+
+    :meth:`extend` appends the keys and values of new tokens and returns
+    everything cached, which the new tokens attend to.
+    """
+
+    def __init__(self):
+        self.key: Optional[Tensor] = None
+        self.value: Optional[Tensor] = None
+
+    def extend(self, key: Tensor, value: Tensor) -> Tuple[Tensor, Tensor]:
+        """Append (B, H, M, C) keys and values; return all (B, H, T + M, C).
+        """
+        if self.key is not None:
+            key = torch.cat((self.key, key), dim=2)
+            value = torch.cat((self.value, value), dim=2)
+        self.key, self.value = key, value
+        return key, value
+
+
+class KVCache:
+    """Keys and values of every layer for incremental decoding.
+
+    ``layers[i]`` (a :class:`LayerKV`) holds layer ``i``'s keys and values,
+    (B, H, T, C) each, of the T tokens encoded so far: ``num_vision`` image
+    tokens (CLS first) then ``num_text`` text tokens, in the order they were
+    fed. ``BEiT3.encode(..., cache=cache)`` fills an empty cache and extends
+    a filled one; see there for the attention rule.
+
+    Args:
+        num_layers (int): layers of the backbone.
+    """
+
+    def __init__(self, num_layers: int):
+        self.layers: List[LayerKV] = [LayerKV() for _ in range(num_layers)]
+        self.num_vision = 0
+
+    def __len__(self) -> int:
+        """T, the tokens cached."""
+        key = self.layers[0].key
+        return 0 if key is None else key.shape[2]
+
+    @property
+    def num_text(self) -> int:
+        return len(self) - self.num_vision
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep the rows ``index`` (B',) of the batch, in that order: e.g.
+        ``arange(B).repeat_interleave(K)`` expands each sample to K beams,
+        beam indices follow the beams that survive a search step."""
+        for kv in self.layers:
+            kv.key = kv.key.index_select(0, index)
+            kv.value = kv.value.index_select(0, index)
+
+    def drop_last(self, num: int = 1) -> None:
+        """Forget the last ``num`` text tokens (e.g. a ``<mask>`` slot
+        whose prediction has been read)."""
+        if not 0 <= num <= self.num_text:
+            raise ValueError(f'cannot drop {num} of the {self.num_text} '
+                             f'cached text tokens')
+        end = len(self) - num
+        for kv in self.layers:
+            kv.key, kv.value = kv.key[:, :, :end], kv.value[:, :, :end]
+
+
 class FeedForward(nn.Module):
     """fc1 -> GELU (exact, computed in float32) -> sub-LayerNorm -> fc2."""
 
@@ -127,18 +193,23 @@ class MultiwayAttention(nn.Module):
                 x_v: Optional[Tensor],
                 x_t: Optional[Tensor],
                 attn_mask: Optional[Tensor] = None,
-                grid: Optional[Tuple[int, int]] = None) -> Streams:
+                grid: Optional[Tuple[int, int]] = None,
+                kv: Optional[LayerKV] = None) -> Streams:
         """Attend over the concatenation [image tokens, text tokens].
 
         Args:
             x_v, x_t: (B, N, D) image and (B, M, D) text tokens, or None.
             attn_mask: bool, True where attention is allowed, broadcastable
-                to (B, H, N + M, N + M); None for full attention.
+                to (B, H, N + M, T + N + M) (T cached tokens); None for
+                full attention.
             grid: (h, w) patch grid of ``x_v``, whose leading
                 ``N - h * w`` tokens are CLS; needed for window attention.
+            kv: this layer's cache: the new keys and values are appended
+                and the tokens attend to all of them.
         """
         if self.window_size or self.rel_pos is not None:
-            if x_t is not None or grid is None or attn_mask is not None:
+            if (x_t is not None or grid is None or attn_mask is not None
+                    or kv is not None):
                 raise ValueError('window attention and relative position '
                                  'terms take image tokens and their grid '
                                  'only')
@@ -146,6 +217,8 @@ class MultiwayAttention(nn.Module):
         q = self._join(*map(self._heads, self.q_proj(x_v, x_t)))
         k = self._join(*map(self._heads, self.k_proj(x_v, x_t)))
         v = self._join(*map(self._heads, self.v_proj(x_v, x_t)))
+        if kv is not None:
+            k, v = kv.extend(k, v)
         if self.window_size:
             out = window_attention(q, k, v, grid, self.window_size,
                                    num_prefix, self.rel_pos)
@@ -202,9 +275,11 @@ class MultiwayTransformerLayer(nn.Module):
 
     def _forward(self, x_v: Optional[Tensor], x_t: Optional[Tensor],
                  attn_mask: Optional[Tensor],
-                 grid: Optional[Tuple[int, int]]) -> Streams:
+                 grid: Optional[Tuple[int, int]],
+                 kv: Optional[LayerKV] = None) -> Streams:
         x = (x_v, x_t)
-        h = self.self_attn(*self.self_attn_layer_norm(*x), attn_mask, grid)
+        h = self.self_attn(*self.self_attn_layer_norm(*x), attn_mask, grid,
+                           kv)
         x = _residual(x, h, self.drop_path)
         h = self.ffn(*self.final_layer_norm(*x))
         return _residual(x, h, self.drop_path)
@@ -213,10 +288,12 @@ class MultiwayTransformerLayer(nn.Module):
                 x_v: Optional[Tensor],
                 x_t: Optional[Tensor],
                 attn_mask: Optional[Tensor] = None,
-                grid: Optional[Tuple[int, int]] = None) -> Streams:
+                grid: Optional[Tuple[int, int]] = None,
+                kv: Optional[LayerKV] = None) -> Streams:
         """(x_v, x_t) -> (x_v, x_t); see :meth:`MultiwayAttention.forward`.
         """
-        if self.with_cp and torch.is_grad_enabled():
+        # a cache is filled as a side effect: no recomputation for it
+        if self.with_cp and torch.is_grad_enabled() and kv is None:
             return checkpoint(self._forward, x_v, x_t, attn_mask, grid,
                               use_reentrant=False)
-        return self._forward(x_v, x_t, attn_mask, grid)
+        return self._forward(x_v, x_t, attn_mask, grid, kv)
