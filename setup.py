@@ -26,6 +26,7 @@ setup(
         # torchscale (a test-only reference) is installed by tools/install.sh
         # without its outdated pins.
         'tests': parse_requirements('requirements/tests.txt'),
+        'deepspeed': parse_requirements('requirements/optional.txt'),
     },
     license='MIT',
     zip_safe=False,

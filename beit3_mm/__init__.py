@@ -7,8 +7,19 @@ checkpoint loader read files and URLs that way (see
 :mod:`beit3_mm.utils.safe_load`). :mod:`beit3_mm.demo` (the demo data
 generators) registers nothing and is imported where it is used.
 """
-from .utils import setup_safe_loading
-from .version import __version__
+import os
+
+import torch
+
+# mmengine.runner imports deepspeed when it is installed, and deepspeed
+# probes for accelerators at import: ~1 s and a warning on a machine without
+# CUDA. There it can only run on the CPU; elsewhere it probes as usual (a
+# DS_ACCELERATOR set by the user wins).
+if not torch.cuda.is_available():
+    os.environ.setdefault('DS_ACCELERATOR', 'cpu')
+
+from .utils import setup_safe_loading  # noqa: E402
+from .version import __version__  # noqa: E402
 
 setup_safe_loading()
 

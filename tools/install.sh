@@ -68,6 +68,8 @@ log "beit3_mm and the OpenMMLab stack"
 # torchscale is a test-only reference; its pins (old timm, fairscale) clash
 # with the stack, and the BEiT-3 path needs neither pin.
 "${PIP[@]}" -q "${PIN[@]}" --no-deps torchscale fairscale
+# DeepSpeed (optional, for configs/_base_/strategies/deepspeed_*.py)
+"${PIP[@]}" -q "${PIN[@]}" -r "$ROOT/requirements/optional.txt"
 
 # ---- Java for the caption metric (PTB tokenizer, METEOR) --------------------
 # Installed when missing and apt-get can run as root; never fails the install.

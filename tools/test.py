@@ -1,11 +1,11 @@
-"""Evaluate a beit3-mm checkpoint with mmengine's Runner."""
+"""Evaluate a beit3-mm checkpoint with mmengine's Runner, or its
+FlexibleRunner when the config names a ``strategy``."""
 import argparse
 import os.path as osp
 
-from mmengine.runner import Runner
-
 from beit3_mm.utils import (add_launch_args, finish_launch, load_config,
                             setup_launch)
+from beit3_mm.utils.launch import build_runner
 
 
 def parse_args() -> argparse.Namespace:
@@ -40,7 +40,7 @@ def main() -> None:
             dict(type='DumpResults', out_file_path=args.out)
         ]
     setup_launch(cfg)
-    Runner.from_cfg(cfg).test()
+    build_runner(cfg).test()
     finish_launch()
 
 

@@ -1,4 +1,5 @@
-"""Train a beit3-mm model with mmengine's Runner.
+"""Train a beit3-mm model with mmengine's Runner, or its FlexibleRunner
+when the config names a ``strategy`` (``configs/_base_/strategies``).
 
 Works for any beit3-mm config, whichever library (mmpretrain, mmdet, mmseg)
 its ``default_scope`` names.
@@ -6,10 +7,10 @@ its ``default_scope`` names.
 import argparse
 
 from mmengine.config import Config
-from mmengine.runner import Runner
 
 from beit3_mm.utils import (add_launch_args, finish_launch, load_config,
                             setup_launch)
+from beit3_mm.utils.launch import build_runner
 
 
 def parse_args() -> argparse.Namespace:
@@ -23,7 +24,10 @@ def parse_args() -> argparse.Namespace:
         help='resume from the given checkpoint, or from the latest one in '
         'the work dir when no path is given')
     parser.add_argument(
-        '--amp', action='store_true', help='mixed precision training')
+        '--amp',
+        action='store_true',
+        help='mixed precision training: bf16 autocast on the CPU, AMP on '
+        'GPUs (bf16 where supported, else fp16); under DeepSpeed, bf16')
     parser.add_argument(
         '--auto-scale-lr',
         action='store_true',
@@ -35,8 +39,13 @@ def parse_args() -> argparse.Namespace:
 
 def apply_train_args(cfg: Config, args: argparse.Namespace) -> None:
     if args.amp:
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        strategy = cfg.get('strategy') or {}
+        if 'DeepSpeed' in str(strategy.get('type', '')):
+            if not strategy.get('fp16', {}).get('enabled', False):
+                strategy['bf16'] = dict(strategy.get('bf16') or {},
+                                        enabled=True)
+        else:
+            cfg.optim_wrapper.type = 'MixedPrecisionOptimWrapper'
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None
@@ -52,7 +61,7 @@ def main() -> None:
     cfg = load_config(args)
     apply_train_args(cfg, args)
     setup_launch(cfg)
-    Runner.from_cfg(cfg).train()
+    build_runner(cfg).train()
     finish_launch()
 
 

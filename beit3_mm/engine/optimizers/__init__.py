@@ -1,4 +1,5 @@
 from .layer_decay_optim_wrapper_constructor import \
     LayerDecayOptimWrapperConstructor
+from .mixed_precision_optim_wrapper import MixedPrecisionOptimWrapper
 
-__all__ = ['LayerDecayOptimWrapperConstructor']
+__all__ = ['LayerDecayOptimWrapperConstructor', 'MixedPrecisionOptimWrapper']
