@@ -16,14 +16,6 @@ CONFIGS = sorted(
     for p in glob.glob(osp.join(ROOT, 'configs/**/*.py'), recursive=True))
 LEAVES = [p for p in CONFIGS if p.startswith('configs/beit3/')]
 LARGE = [p for p in LEAVES if 'large' in osp.basename(p)]
-# Not yet short: the 896 ViT-Adapter config writes its 1024-wide Mask2Former
-# head, 896 pipelines and 80k schedule over the 512 recipe, which inherits
-# mmseg's whole Mask2Former config (no separate model / data bases to list
-# beside it). strict: this test reports when it is fixed.
-LONG_YET = {
-    'configs/beit3/segmentation/'
-    'beit3-large-p16_vit-adapter_mask2former_8xb2-80k_ade20k-896x896.py',
-}
 
 
 def test_tree_has_leaves_and_bases():
@@ -46,10 +38,7 @@ def test_leaf_runs_the_beit3_runtime_hooks(path):
         assert hook in hooks, (path, hook)
 
 
-@pytest.mark.parametrize('path', [
-    pytest.param(p, marks=pytest.mark.xfail(strict=True)) if p in LONG_YET
-    else p for p in LARGE
-])
+@pytest.mark.parametrize('path', LARGE)
 def test_large_variants_are_short(path):
     with open(osp.join(ROOT, path)) as f:
         lines = f.read().splitlines()

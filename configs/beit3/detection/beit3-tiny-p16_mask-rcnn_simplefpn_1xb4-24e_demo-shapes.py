@@ -3,7 +3,10 @@
 #   python tools/misc/make_demo_data.py detection --out data/demo_det
 # Same model structure as the base config, at a scale that runs anywhere;
 # tools/test.py evaluates on the training images.
-_base_ = ['./beit3-base-p16_mask-rcnn_simplefpn_lsj-100e_coco.py']
+_base_ = [
+    './beit3-base-p16_mask-rcnn_simplefpn_lsj-100e_coco.py',
+    '../../_base_/models/beit3-tiny-p8_demo.py',
+]
 
 classes = ('circle', 'square', 'triangle')
 data_root = 'data/demo_det/'
@@ -14,13 +17,7 @@ img_scale = (256, 256)
 model = dict(
     data_preprocessor=dict(batch_augments=None),
     backbone=dict(
-        arch=dict(
-            _delete_=True,
-            embed_dims=width,
-            num_layers=4,
-            num_heads=4,
-            feedforward_channels=2 * width,
-            patch_size=16),
+        arch=dict(_base_.tiny_arch, _delete_=True, patch_size=16),
         pretrain_img_size=img_scale,
         rel_pos_img_size=img_scale,
         window_size=4,

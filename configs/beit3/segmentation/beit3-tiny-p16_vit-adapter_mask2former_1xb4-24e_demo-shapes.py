@@ -5,7 +5,8 @@
 # Same model structure as the base config, at a scale that runs anywhere;
 # tools/test.py evaluates on the training images.
 _base_ = [
-    './beit3-base-p16_vit-adapter_mask2former_8xb2-160k_ade20k-512x512.py'
+    './beit3-base-p16_vit-adapter_mask2former_8xb2-160k_ade20k-512x512.py',
+    '../../_base_/models/beit3-tiny-p8_demo.py',
 ]
 
 classes = ('background', 'circle', 'square', 'triangle')
@@ -17,13 +18,7 @@ num_classes = len(classes)
 model = dict(
     data_preprocessor=dict(size=crop_size),
     backbone=dict(
-        arch=dict(
-            _delete_=True,
-            embed_dims=width,
-            num_layers=4,
-            num_heads=4,
-            feedforward_channels=2 * width,
-            patch_size=16),
+        arch=dict(_base_.tiny_arch, _delete_=True, patch_size=16),
         pretrain_img_size=64,
         drop_path_rate=0.,
         interaction_indexes=[[0, 0], [1, 1], [2, 2], [3, 3]],
@@ -87,12 +82,10 @@ train_dataloader = dict(
             img_path='images/training', seg_map_path='annotations/training'),
         pipeline=train_pipeline))
 val_dataloader = dict(
-    _delete_=True,
-    batch_size=4,
-    num_workers=0,
+    train_dataloader,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
-        demo_dataset,
+        train_dataloader['dataset'],
         data_prefix=dict(
             img_path='images/validation',
             seg_map_path='annotations/validation'),
