@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from mmcv.cnn.bricks.drop import DropPath
 from torch.utils.checkpoint import checkpoint
 
+from .norm import AutocastLayerNorm, autocast_dtype
 from .rel_pos import DecomposedRelPos
 from .window import window_attention
 
@@ -25,7 +26,7 @@ LN_EPS = 1e-5
 
 
 def _layer_norm(dims: int) -> nn.LayerNorm:
-    return nn.LayerNorm(dims, eps=LN_EPS)
+    return AutocastLayerNorm(dims, eps=LN_EPS)
 
 
 class Multiway(nn.Module):
@@ -183,6 +184,27 @@ class MultiwayAttention(nn.Module):
         B, N, _ = x.shape
         return x.view(B, N, self.num_heads, self.head_dims).transpose(1, 2)
 
+    def _qkv(self, x: Optional[Tensor], expert: str) -> Tuple[Tensor, ...]:
+        """(B, H, N, C) queries, keys and values of one stream.
+
+        Under autocast the three projections of the expert run as one
+        matrix product (one weight cast, one GEMM); in full precision they
+        run one by one, as the reference does, so that float32 results do
+        not change.
+        """
+        if x is None:
+            return None, None, None
+        projs = [getattr(p, expert) for p in (self.q_proj, self.k_proj,
+                                                self.v_proj)]
+        if autocast_dtype(x.device.type) is None:
+            return tuple(self._heads(p(x)) for p in projs)
+        weight = torch.cat([p.weight for p in projs])
+        bias = torch.cat([p.bias for p in projs])
+        qkv = F.linear(x, weight, bias)
+        B, N, _ = qkv.shape
+        qkv = qkv.view(B, N, 3, self.num_heads, self.head_dims)
+        return qkv.permute(2, 0, 3, 1, 4).unbind(0)
+
     @staticmethod
     def _join(x_v: Optional[Tensor], x_t: Optional[Tensor]) -> Tensor:
         if x_v is None or x_t is None:
@@ -214,9 +236,8 @@ class MultiwayAttention(nn.Module):
                                  'terms take image tokens and their grid '
                                  'only')
             num_prefix = x_v.shape[1] - grid[0] * grid[1]
-        q = self._join(*map(self._heads, self.q_proj(x_v, x_t)))
-        k = self._join(*map(self._heads, self.k_proj(x_v, x_t)))
-        v = self._join(*map(self._heads, self.v_proj(x_v, x_t)))
+        q, k, v = (self._join(*s) for s in zip(
+            self._qkv(x_v, 'A'), self._qkv(x_t, 'B')))
         if kv is not None:
             k, v = kv.extend(k, v)
         if self.window_size:

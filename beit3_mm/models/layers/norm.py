@@ -1,4 +1,7 @@
-"""Channels-first LayerNorm for convolutional feature maps."""
+"""LayerNorms: channels-first for feature maps, autocast-aware for the
+multiway layers."""
+from typing import Optional
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -27,3 +30,32 @@ class LN2d(nn.LayerNorm):
         # reads its input's raw buffer as NCHW, and convolutions would carry
         # a channels-last layout on to it
         return x.permute(0, 3, 1, 2).contiguous()
+
+
+def autocast_dtype(device_type: str) -> Optional[torch.dtype]:
+    """The autocast dtype of ``device_type``, or None outside autocast."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return None
+
+
+class AutocastLayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` that hands the autocast dtype on, on the CPU.
+
+    Autocast runs LayerNorm in float32: a bf16 input is copied to float32,
+    and the float32 output is copied back by every matrix product that
+    reads it. Under CPU autocast this norm runs PyTorch's mixed-type kernel
+    instead (bf16 input, float32 affine, float32 statistics) and returns the
+    autocast dtype; a float32 input (the residual stream) is normalised in
+    float32 and cast once. Outside autocast, and on other devices, it is
+    ``nn.LayerNorm``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = autocast_dtype(x.device.type)
+        if dtype is None or x.device.type != 'cpu':
+            return super().forward(x)
+        with torch.autocast('cpu', enabled=False):
+            y = F.layer_norm(x, self.normalized_shape, self.weight,
+                             self.bias, self.eps)
+        return y.to(dtype)
