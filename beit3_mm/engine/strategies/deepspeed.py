@@ -76,6 +76,24 @@ def weights_only_torch_load() -> Iterator[None]:
         torch.load = original
 
 
+def check_no_frozen_target_generator(model: nn.Module) -> None:
+    """Refuse a frozen ``target_generator`` (a tokenizer computing the
+    targets, e.g. VQ-KD) registered in the module tree: ZeRO-3 would shard
+    it and cast it with the model (bf16 targets, a gather per step).
+    :class:`~beit3_mm.models.selfsup.BEiT3Pretrain` keeps its tokenizer
+    outside the tree, which ZeRO-3 never sees."""
+    for name, module in model.named_modules():
+        if name.split('.')[-1] != 'target_generator':
+            continue
+        params = list(module.parameters())
+        if params and not any(p.requires_grad for p in params):
+            raise ValueError(
+                f'ZeRO-3 would shard and cast the frozen tokenizer '
+                f'{name!r} ({type(module).__name__}) with the model: keep '
+                f'it outside the module tree (object.__setattr__, as '
+                f'BEiT3Pretrain does)')
+
+
 @STRATEGIES.register_module()
 class BEiT3DeepSpeedStrategy(DeepSpeedStrategy):
     """mmengine's :class:`DeepSpeedStrategy`, for any beit3-mm config, on
@@ -90,7 +108,9 @@ class BEiT3DeepSpeedStrategy(DeepSpeedStrategy):
     - ``train_micro_batch_size_per_gpu`` comes from the train dataloader
       (mmengine sets it for its own class name only);
     - the config's ``optim_wrapper`` becomes a ``DeepSpeedOptimWrapper``:
-      ``clip_grad=dict(max_norm=...)`` becomes ``gradient_clipping``,
+      ``clip_grad=dict(max_norm=...)`` becomes ``gradient_clipping``, and
+      without ``clip_grad`` nothing is clipped (DeepSpeed's own default
+      clips the gradient norm to 1.0, silently),
       ``accumulative_counts`` ``gradient_accumulation_steps``, AMP
       settings are dropped (the strategy's ``bf16`` / ``fp16`` decide);
     - the runner's checkpoint hooks run (``before_save_checkpoint``,
@@ -102,13 +122,19 @@ class BEiT3DeepSpeedStrategy(DeepSpeedStrategy):
       the fp32 master weights are then refreshed from the loaded ones.
     - testing under a ZeRO-1/2 config runs without ZeRO (it shards
       only what training has);
-    - fp16 on the CPU stops at build time.
+    - fp16 on the CPU stops at build time, and so does ZeRO-3 on a model
+      whose frozen ``target_generator`` is in its module tree
+      (:func:`check_no_frozen_target_generator`).
     """
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         # plain containers: DeepSpeed pickles its config in the checkpoints
         self.config = json.loads(json.dumps(self.config))
+        # DeepSpeed 0.19 clips the global gradient norm to 1.0 unless
+        # told otherwise (GRADIENT_CLIPPING_DEFAULT): the optim wrapper's
+        # clip_grad decides, as under Runner (build_optim_wrapper).
+        self.config.setdefault('gradient_clipping', 0.0)
         if (not torch.cuda.is_available()
                 and self.config.get('fp16', {}).get('enabled', False)):
             raise ValueError('DeepSpeed fp16 does not run on the CPU: use '
@@ -142,13 +168,15 @@ class BEiT3DeepSpeedStrategy(DeepSpeedStrategy):
         return super().build_optim_wrapper(optim_wrapper, model)
 
     def _wrap_model(self, model: nn.Module):
+        zero = self.config.get('zero_optimization', {})
+        if zero.get('stage', 0) >= 3:
+            check_no_frozen_target_generator(model)
         if not torch.cuda.is_available():
             # On the CPU, DeepSpeed's comm backend JIT-compiles a
             # shared-memory all-reduce (~100 s on 2 cores) that only
             # inference_all_reduce (tensor-parallel inference) uses.
             import deepspeed.comm.torch
             deepspeed.comm.torch.build_shm_op = lambda: None
-        zero = self.config.get('zero_optimization', {})
         if not hasattr(self, 'optim_wrapper') and zero.get('stage', 0) < 3:
             # test / val: ZeRO-1/2 shard optimizer states and gradients only
             self.config['zero_optimization'] = dict(zero, stage=0)

@@ -1,5 +1,6 @@
 """FSDP through mmengine's ``FlexibleRunner``, on GPUs and on the CPU."""
 import copy
+import dataclasses
 from typing import Any, Optional
 
 import torch
@@ -37,7 +38,10 @@ class BEiT3FSDPStrategy(FSDPStrategy):
 
     torch's FSDP runs on the CPU (gloo) only with
     ``device_id=torch.device('cpu')``, where mmengine passes the integer
-    ``LOCAL_RANK``; fp16 parameters on the CPU stop at build time. Before
+    ``LOCAL_RANK``; fp16 parameters on the CPU stop at build time. On the
+    CPU, optimizer states are gathered without ``offload_to_cpu``: with it,
+    torch 2.14 saves the last gathered state (Adam's ``exp_avg_sq``) under
+    every state's name. Before
     a checkpoint loads, FSDP is initialised from its root: the runner's
     ``after_load_checkpoint`` hooks may call ``state_dict()`` of the
     wrapped module, which would otherwise make an inner unit a root.
@@ -74,6 +78,16 @@ class BEiT3FSDPStrategy(FSDPStrategy):
                     "use param_dtype='bfloat16'")
             wrapper.setdefault('device_id', torch.device('cpu'))
             self.model_wrapper = wrapper
+            # torch's FSDP gathers every optimizer state (exp_avg, then
+            # exp_avg_sq) into one reused buffer and keeps views of it,
+            # copied out only by the clone of offload_to_cpu=False or by
+            # .cpu(), which on the CPU copies nothing: every state saved
+            # would be the last one gathered (Adam's exp_avg ==
+            # exp_avg_sq). The CPU has nothing to offload to anyway.
+            if getattr(self.optim_state_dict_config, 'offload_to_cpu',
+                       False):
+                self.optim_state_dict_config = dataclasses.replace(
+                    self.optim_state_dict_config, offload_to_cpu=False)
         self._unwrapped: Optional[BaseOptimWrapper] = None
         cfg = getattr(self, '_optim_wrapper_cfg', None)
         if isinstance(cfg, dict) and 'optimizer' in cfg:
@@ -85,7 +99,16 @@ class BEiT3FSDPStrategy(FSDPStrategy):
             self._param_names = {
                 id(p): name for name, p in model.named_parameters()
             }
-        return super()._wrap_model(model)
+        try:
+            return super()._wrap_model(model)
+        except ValueError as e:
+            if 'uniform `requires_grad`' not in str(e):
+                raise
+            raise ValueError(
+                'FSDP with use_orig_params=False cannot put frozen and '
+                'trained parameters in one unit: set '
+                'model_wrapper.use_orig_params=True (as '
+                'configs/_base_/strategies/fsdp_bf16.py does)') from None
 
     def build_optim_wrapper(self, optim_wrapper: Any,
                             model: Optional[nn.Module] = None):
