@@ -1,15 +1,14 @@
 from .coco_karpathy import convert_karpathy
 from .nocaps import NoCapsImages
-from .pretrain import (ImageTextPairs, ImageTextShards, MixedSourceResumeHook,
+from .pretrain import (GuardedDataset, ImageTextPairs, ImageTextShards,
                        MixedSourceSampler, PackPretrainInputs,
-                       PretrainTextCorpus, pretrain_collate, split_by_source)
+                       PretrainTextCorpus)
 from .vqa_answers import (build_answer_list, load_answer_list,
                           normalize_answer, save_answer_list, vqa_soft_score)
 
 __all__ = [
     'build_answer_list', 'load_answer_list', 'normalize_answer',
     'save_answer_list', 'vqa_soft_score', 'NoCapsImages', 'convert_karpathy',
-    'ImageTextPairs', 'ImageTextShards', 'MixedSourceResumeHook',
-    'MixedSourceSampler', 'PackPretrainInputs', 'PretrainTextCorpus',
-    'pretrain_collate', 'split_by_source'
+    'GuardedDataset', 'ImageTextPairs', 'ImageTextShards',
+    'MixedSourceSampler', 'PackPretrainInputs', 'PretrainTextCorpus'
 ]

@@ -1,6 +1,8 @@
 """Pretraining data: text packing, lazy indexes, pair shards, per-batch
-mixing over ranks, resuming, the collate of mixed batches, bad input."""
+mixing over ranks, resuming, mixed batches through the model's data
+preprocessor, bad input and unreadable samples."""
 import json
+import logging
 import os
 import os.path as osp
 import runpy
@@ -11,19 +13,20 @@ import numpy as np
 import pytest
 import torch
 from helpers import ROOT
-from mmengine.dataset import pseudo_collate
 from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 from torch.utils.data import ConcatDataset, DataLoader
 
 import beit3_mm  # noqa: F401
-from beit3_mm.datasets.pretrain import (ImageTextPairs, ImageTextShards,
-                                        MixedSourceResumeHook,
-                                        MixedSourceSampler, PackPretrainInputs,
+from beit3_mm.datasets.pretrain import (GuardedDataset, ImageTextPairs,
+                                        ImageTextShards, MixedSourceSampler,
+                                        PackPretrainInputs,
                                         PretrainTextCorpus, load_pairs,
-                                        pretrain_collate, split_batch,
-                                        split_by_source)
+                                        split_batch)
 from beit3_mm.demo.pretrain import make_pretrain_demo
+from beit3_mm.engine.hooks import MixedSourceResumeHook
+from beit3_mm.models.selfsup import BEiT3PretrainDataPreprocessor
+from beit3_mm.models.selfsup.beit3_pretrain import split_by_source
 from beit3_mm.models.multimodal.tokenizer import BEiT3Tokenizer
 
 SHARD_TOOL = osp.join(ROOT, 'tools/dataset_converters/pairs_to_shards.py')
@@ -316,7 +319,6 @@ def test_mixed_batch_reaches_the_model(demo):
             num_workers=1,
             sampler=dict(type='MixedSourceSampler', batch_size=7,
                          source_ratio=[1, 1, 1]),
-            collate_fn=dict(type='pretrain_collate'),
             dataset=dict(
                 type='ConcatDataset',
                 ignore_keys=['classes'],
@@ -336,37 +338,35 @@ def test_mixed_batch_reaches_the_model(demo):
                          pipeline=[crop, dict(type='PackPretrainInputs')]),
                 ])),
         seed=0)
-    batch = next(iter(loader))
+    batch = next(iter(loader))  # mmengine's default pseudo_collate
     samples = batch['data_samples']
     assert [s.source for s in samples] == ['image'] * 3 + ['text'] * 2 + [
         'pair'
     ] * 2
-    assert batch['inputs'].shape == (5, 3, 24, 24)
-    assert batch['inputs'].dtype == torch.uint8
+    assert [img is None for img in batch['inputs']] == [False] * 3 + [
+        True
+    ] * 2 + [False] * 2
+    assert batch['inputs'][0].shape == (3, 24, 24)
+    assert batch['inputs'][0].dtype == torch.uint8
     assert samples[3].text_ids.shape == (16, ) and samples[3].text_ids[0] == 0
     assert isinstance(samples[5].text, str) and 'text_ids' not in samples[5]
 
-    from mmpretrain.models.utils import MultiModalDataPreprocessor
-    pre = MultiModalDataPreprocessor(mean=[127.5] * 3, std=[127.5] * 3,
-                                     to_rgb=True)
+    pre = BEiT3PretrainDataPreprocessor(mean=[127.5] * 3, std=[127.5] * 3,
+                                        to_rgb=True)
     data = pre(batch, training=True)
     images = data['images']
+    assert images.shape == (5, 3, 24, 24)
     assert images.dtype == torch.float32 and images.abs().max() <= 1
-    split = split_by_source(images, data['data_samples'])
-    assert split['image'].images.shape == (3, 3, 24, 24)
-    assert split['text'].images is None
-    assert split['text'].text_ids.shape == (2, 16)
-    assert torch.equal(split['pair'].images, images[3:])
-    assert split['pair'].texts == [s.text for s in samples[5:]]
-    # mmengine's default collate keeps the text samples' None: the stock
-    # preprocessor cannot take it, pretrain_collate's batch it can
-    packed = [loader.dataset[i] for i in (12, 0)]  # a text, then an image
-    assert packed[0]['inputs'] is None
-    listed = pseudo_collate(packed)
-    assert listed['inputs'][0] is None
-    with pytest.raises(AttributeError):
-        pre(listed)
-    assert pre(pretrain_collate(packed))['images'].shape == (1, 3, 24, 24)
+    groups = split_by_source(data['data_samples'])
+    assert {s: (None if rows is None else rows.tolist(),
+                [d.sample_idx for d in group])
+            for s, (rows, group) in groups.items()} == {
+                'image': ([0, 1, 2], [d.sample_idx for d in samples[:3]]),
+                'text': (None, [d.sample_idx for d in samples[3:5]]),
+                'pair': ([3, 4], [d.sample_idx for d in samples[5:]])}
+    # the same batch with RGB flipped back is the loaded images
+    rgb = torch.stack([img for img in batch['inputs'] if img is not None])
+    torch.testing.assert_close(images, rgb.flip(1).float() / 127.5 - 1)
 
 
 # ---- bad input ----------------------------------------------------------
@@ -447,13 +447,6 @@ def test_bad_input(tmp_path, tok, demo):
         PackPretrainInputs(source='pair')(
             dict(img=np.zeros((4, 4, 3), np.uint8), img_path='x.png'))
     one_line_error(err, 'x.png', 'caption')
-    with pytest.raises(ValueError) as err:
-        pretrain_collate([
-            dict(inputs=torch.zeros(3, 4, 4)),
-            dict(inputs=None),
-            dict(inputs=torch.zeros(3, 8, 8))
-        ])
-    one_line_error(err, 'differ in size', 'crops to one size')
 
 
 class _Indexed(torch.utils.data.Dataset):
@@ -520,3 +513,66 @@ def test_resume_continues_the_interrupted_run(tmp_path):
         resume=str(tmp_path / 'part/iter_3.pth'))
     assert seen == full[3:]
     assert len(loads) == 3 * 4
+
+
+# ---- unreadable samples -------------------------------------------------
+def test_unreadable_samples_stop_or_are_skipped_and_counted(
+        tmp_path, demo, monkeypatch):
+    """A corrupt and a missing image among readable ones: on_error='raise'
+    stops with the path, 'skip' logs each with the running count and gives
+    the next readable sample."""
+    root, files = demo
+    pairs = json.load(open(osp.join(root, files['captions'])))[:4]
+    for pair in pairs:
+        pair['image'] = osp.join(root, files['pair_images'], pair['image'])
+    (tmp_path / 'corrupt.png').write_bytes(b'\x89PNG\r\n\x1a\n' + bytes(64))
+    pairs[1]['image'] = str(tmp_path / 'corrupt.png')
+    pairs[2]['image'] = str(tmp_path / 'missing.png')
+    ann = write(tmp_path / 'pairs.json', json.dumps(pairs))
+    pairs_cfg = dict(
+        type='ImageTextPairs', ann_file=ann,
+        pipeline=[dict(type='LoadImageFromFile'),
+                  dict(type='PackPretrainInputs')])
+    DefaultScope.get_instance('test_unreadable', scope_name='mmpretrain')
+    strict = GuardedDataset(pairs_cfg)
+    assert len(strict) == len(ImageTextPairs(ann)) == 12  # 3 captions each
+    assert strict[0]['data_samples'].text
+    with pytest.raises(RuntimeError) as err:
+        strict[3]  # the first caption of the corrupt image
+    one_line_error(err, 'sample 3 of ImageTextPairs', 'corrupt.png',
+                   "on_error='skip'")
+
+    from beit3_mm.datasets.pretrain import guard
+    logged = []
+    monkeypatch.setattr(guard, 'print_log',
+                        lambda msg, **kwargs: logged.append((msg, kwargs)))
+    skipping = GuardedDataset(pairs_cfg, on_error='skip')
+    got = skipping[3]
+    # 3 corrupt + 3 missing captions skipped, then the fourth image's
+    assert got['data_samples'].img_path == pairs[3]['image']
+    assert skipping.num_skipped == 6
+    assert all(kw['level'] == logging.WARNING for _, kw in logged)
+    logged = [msg for msg, _ in logged]
+    assert len(logged) == 6
+    assert 'corrupt.png' in logged[0] and '(1 skipped' in logged[0]
+    assert 'missing.png' in logged[-1] and '(6 skipped' in logged[-1]
+    with pytest.raises(ValueError, match="on_error='ignore' is unknown"):
+        GuardedDataset(pairs_cfg, on_error='ignore')
+    # in a mixed batch, as the configs use it
+    data = torch.utils.data.ConcatDataset([skipping])
+    assert MixedSourceSampler(data, 2, [1], seed=0)
+
+
+def test_index_builder_finds_its_local_rank(monkeypatch):
+    """mmengine's pytorch launcher sets up no local process group: the
+    local rank then comes from the launcher's environment."""
+    from beit3_mm.datasets.pretrain import utils
+
+    def no_group():
+        raise RuntimeError('Local process group is not created')
+
+    monkeypatch.setattr(utils, 'get_local_rank', no_group)
+    monkeypatch.setenv('LOCAL_RANK', '1')
+    assert utils.local_rank() == 1
+    monkeypatch.delenv('LOCAL_RANK')
+    assert utils.local_rank() == 0

@@ -517,6 +517,11 @@ def test_batch_contract_errors(files):
     data['inputs'][0] = None
     with pytest.raises(ValueError, match=r"sample 0 \('pair'\) lacks"):
         pre(data)
+    data = batch('itp')
+    data['inputs'][2] = data['inputs'][2][:, :16]
+    with pytest.raises(ValueError, match=r'images of different shapes .*'
+                       'crop them to one size'):
+        pre(data)
     data = batch('ip')
     with pytest.raises(ValueError, match='1 images for the 2'):
         model(pre(data)['images'][:1], data['data_samples'], mode='loss')

@@ -1,12 +1,11 @@
-"""Packing, collating and splitting the mixed pretraining batches (the
-contract is in :mod:`beit3_mm.datasets.pretrain`)."""
-from typing import Dict, List, NamedTuple, Optional, Sequence
+"""Packing the samples of the pretraining sources (the contract is in
+:mod:`beit3_mm.datasets.pretrain`)."""
+from typing import Optional, Sequence
 
 import torch
 from mmpretrain.datasets.transforms import PackInputs
-from mmpretrain.structures import DataSample
 
-from beit3_mm.registry import FUNCTIONS, TRANSFORMS
+from beit3_mm.registry import TRANSFORMS
 
 SOURCES = ('image', 'text', 'pair')
 
@@ -64,60 +63,3 @@ class PackPretrainInputs(PackInputs):
         if source == 'text':
             packed['inputs'] = None  # every sample has the key
         return packed
-
-
-@FUNCTIONS.register_module()
-def pretrain_collate(data_batch: Sequence[dict]) -> dict:
-    """Collate packed samples of all sources:
-    ``inputs``: the images of the samples that have one, in batch order,
-    stacked (``(N_img, C, H, W)`` uint8), or None; ``data_samples``: all
-    samples, in batch order."""
-    images = [d['inputs'] for d in data_batch if d['inputs'] is not None]
-    shapes = {tuple(img.shape) for img in images}
-    if len(shapes) > 1:
-        raise ValueError(
-            f'the images of a pretraining batch differ in size {shapes}: '
-            f'end the image and pair pipelines with crops to one size')
-    return dict(
-        inputs=torch.stack(images) if images else None,
-        data_samples=[d['data_samples'] for d in data_batch])
-
-
-class SourceBatch(NamedTuple):
-    """The samples of one source in a batch, in batch order."""
-    images: Optional[torch.Tensor]  # (B_s, C, H, W); None for 'text'
-    text_ids: Optional[torch.Tensor]  # (B_s, L) for 'text', else None
-    texts: Optional[List[str]]  # captions for 'pair', else None
-    data_samples: List[DataSample]
-
-
-def split_by_source(images: Optional[torch.Tensor],
-                    data_samples: Sequence[DataSample]
-                    ) -> Dict[str, SourceBatch]:
-    """Split a batch (``images`` as :func:`pretrain_collate` stacks them,
-    after the data preprocessor) by source; only the sources present are
-    keys."""
-    rows: Dict[str, List[int]] = {s: [] for s in SOURCES}
-    samples: Dict[str, List[DataSample]] = {s: [] for s in SOURCES}
-    num_images = 0
-    for sample in data_samples:
-        if sample.source != 'text':
-            rows[sample.source].append(num_images)
-            num_images += 1
-        samples[sample.source].append(sample)
-    if num_images != (0 if images is None else len(images)):
-        raise ValueError(f'{num_images} image and pair samples for '
-                         f'{0 if images is None else len(images)} images: '
-                         f'collate with pretrain_collate')
-    out = {}
-    for source in SOURCES:
-        group = samples[source]
-        if not group:
-            continue
-        out[source] = SourceBatch(
-            images=None if source == 'text' else images[rows[source]],
-            text_ids=torch.stack([s.text_ids for s in group])
-            if source == 'text' else None,
-            texts=[s.text for s in group] if source == 'pair' else None,
-            data_samples=group)
-    return out

@@ -40,12 +40,23 @@ def save_npy_atomic(path: str, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
+def local_rank() -> int:
+    """The process's rank on its machine: mmengine's local group when one
+    was set up (``init_local_group``), else the launcher's ``LOCAL_RANK``
+    (torchrun) or ``SLURM_LOCALID``; 0 outside distributed runs."""
+    try:
+        return get_local_rank()
+    except RuntimeError:  # mmengine's pytorch launcher makes no local group
+        return int(
+            os.environ.get('LOCAL_RANK', os.environ.get('SLURM_LOCALID', 0)))
+
+
 def build_once(index_file: str, is_current: Callable[[], bool],
                build: Callable[[], None]) -> None:
     """Run ``build`` (which writes ``index_file``) on local rank 0 when the
     index is missing or stale, while the other ranks wait at a barrier
     (a no-op outside distributed runs)."""
-    if get_local_rank() == 0 and not (osp.isfile(index_file)
+    if local_rank() == 0 and not (osp.isfile(index_file)
                                       and is_current()):
         build()
     barrier()

@@ -13,6 +13,7 @@ from mmpretrain.structures import DataSample
 from beit3_mm.registry import MODELS
 from ..backbones import BEiT3
 from ..multimodal.base import BEiT3VLModel
+from beit3_mm.datasets.pretrain import SOURCES
 from ..utils import (fit_backbone_state, is_language_key, read_beit3_file,
                      summarize_keys)
 from .masking import BlockMaskGenerator, mask_text_tokens
@@ -20,7 +21,6 @@ from .vqkd import VQKDTokenizer
 
 Tensor = torch.Tensor
 
-SOURCES = ('image', 'text', 'pair')
 HEADS = ('mim_head', 'mlm_head')
 
 
@@ -32,10 +32,30 @@ def sample_sources(data_samples: Sequence[DataSample]) -> List[str]:
         if source not in SOURCES:
             raise ValueError(
                 f'data sample {i} has source={source!r}; BEiT-3 pretraining '
-                f'needs a "source" in {SOURCES} in every data sample (add '
-                f'it to PackInputs.algorithm_keys)')
+                f'needs a "source" in {SOURCES} in every data sample (end '
+                f'the pipelines with PackPretrainInputs)')
         sources.append(source)
     return sources
+
+
+def split_by_source(data_samples: Sequence[DataSample]
+                    ) -> Dict[str, Tuple[Optional[Tensor], List[DataSample]]]:
+    """Group a batch by source: ``{source: (rows, samples)}`` for the
+    sources present, in batch order; ``rows`` index the batch's images
+    (those of the 'image' and 'pair' samples, stacked in sample order by
+    :class:`BEiT3PretrainDataPreprocessor`), None for 'text'."""
+    groups: Dict[str, Tuple[list, list]] = {}
+    num_images = 0
+    for sample, source in zip(data_samples, sample_sources(data_samples)):
+        rows, samples = groups.setdefault(source, ([], []))
+        samples.append(sample)
+        if source != 'text':
+            rows.append(num_images)
+            num_images += 1
+    return {
+        source: (None if source == 'text' else torch.tensor(rows), samples)
+        for source, (rows, samples) in groups.items()
+    }
 
 
 @MODELS.register_module()
@@ -444,38 +464,36 @@ class BEiT3Pretrain(BEiT3VLModel):
                 samples in sample order; None when there are none.
             data_samples: every sample of the batch, with ``source``.
         """
-        sources = sample_sources(data_samples)
-        if not sources:
+        groups = split_by_source(data_samples)
+        if not groups:
             raise ValueError('BEiT3Pretrain got an empty batch')
-        with_image = [s for s in sources if s != 'text']
-        num_images = 0 if images is None else images.shape[0]
-        if num_images != len(with_image):
-            raise ValueError(f'{num_images} images for the {len(with_image)} '
-                             f'"image" and "pair" samples of the batch')
+        num_images = sum(len(groups[s][1]) for s in ('image', 'pair')
+                         if s in groups)
+        if (0 if images is None else images.shape[0]) != num_images:
+            raise ValueError(
+                f'{0 if images is None else images.shape[0]} images for the '
+                f'{num_images} "image" and "pair" samples of the batch')
         losses = {}
         w = self.loss_weights
-        if with_image:
+        if num_images:
             codes = self.visual_tokens(images)
-            is_pair = torch.tensor([s == 'pair' for s in with_image],
-                                   device=images.device)
-        if 'image' in sources:
-            loss, acc = self.mim(images[~is_pair], codes[~is_pair],
-                                 self.image_masks)
+        if 'image' in groups:
+            rows, _ = groups['image']
+            loss, acc = self.mim(images[rows], codes[rows], self.image_masks)
             losses.update(loss_mim_image=w['image'] * loss, mim_acc_image=acc)
-        if 'text' in sources:
-            loss, acc = self.mlm(
-                [d for d, s in zip(data_samples, sources) if s == 'text'])
+        if 'text' in groups:
+            loss, acc = self.mlm(groups['text'][1])
             losses.update(loss_mlm_text=w['text'] * loss, mlm_acc_text=acc)
-        if 'pair' in sources:
+        if 'pair' in groups:
+            rows, samples = groups['pair']
             mim_loss, mim_acc, mlm_loss, mlm_acc = self.pair_mdm(
-                images[is_pair], codes[is_pair],
-                [d for d, s in zip(data_samples, sources) if s == 'pair'])
+                images[rows], codes[rows], samples)
             losses.update(
                 loss_mim_pair=w['pair'] * mim_loss, mim_acc_pair=mim_acc,
                 loss_mlm_pair=w['pair'] * mlm_loss, mlm_acc_pair=mlm_acc)
         unused = self._unused_parameters(
-            vision=bool(with_image),
-            language='text' in sources or 'pair' in sources)
+            vision=bool(num_images),
+            language='text' in groups or 'pair' in groups)
         if unused:
             first = next(k for k in losses if k.startswith('loss'))
             losses[first] = losses[first] + 0. * sum(
