@@ -280,3 +280,19 @@ def test_ffn_gelu_is_the_reference_one_under_autocast(dtype):
         ref = ffn.fc2(ffn.ffn_layernorm(F.gelu(h.float()).type_as(h)))
     assert ours.dtype == dtype
     assert torch.equal(ours, ref)
+
+
+def test_bf16_autocast_stays_close_to_float32():
+    """Under CPU bf16 autocast the norms stay in bf16 and an expert's q, k
+    and v run as one matrix product: outputs stay within bf16 rounding of
+    float32, and the weights' gradients are float32."""
+    _, ours = pair()
+    images, text, pad = inputs()
+    ref = ours.encode(images, text, pad)
+    with torch.enable_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        out = ours.encode(images, text, pad)
+        out.float().sum().backward()
+    err = (out.float() - ref).norm() / ref.norm()
+    assert err < 2e-2, err
+    grads = [p.grad for p in ours.parameters() if p.grad is not None]
+    assert grads and all(g.dtype == torch.float32 for g in grads)
