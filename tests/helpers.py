@@ -376,3 +376,71 @@ def official_vqkd_codes(state: Dict[str, torch.Tensor], images01: torch.Tensor,
     d = z.pow(2).sum(dim=1, keepdim=True) + weight.pow(2).sum(dim=1) - 2 * \
         torch.einsum('bd,nd->bn', z, weight)
     return feats, torch.argmin(d, dim=1).view(images01.shape[0], -1)
+
+
+def kmeans_vqkd_file(path: str, image_paths, arch: dict, img_size: int,
+                     num_embed: int, code_dims: int, seed: int = 0,
+                     iters: int = 20) -> str:
+    """A VQ-KD tokenizer file in the released layout (``{'model': state}``)
+    whose codes say something about ``image_paths``: a random encoder
+    (:func:`official_vqkd_state`, its position table zeroed, so that a
+    code depends on the patch and its context, not on the position alone)
+    and a codebook set by spherical k-means on the l2-normalised codes'
+    inputs of those images (RGB, ``pixel / 127.5 - 1``). A stand-in for a
+    trained tokenizer."""
+    import numpy as np
+    from PIL import Image
+
+    from beit3_mm.models.selfsup import VQKDTokenizer
+    F = torch.nn.functional
+    state = official_vqkd_state(arch, img_size, num_embed, code_dims,
+                                seed=seed)
+    state['encoder.pos_embed'].zero_()
+    tokenizer = VQKDTokenizer(arch=arch, img_size=img_size,
+                              num_embed=num_embed, embed_dims=code_dims)
+    tokenizer.load_state_dict(
+        {k: v for k, v in state.items() if not k.startswith('decode')})
+    pixels = torch.stack([
+        torch.from_numpy(np.asarray(Image.open(p).convert('RGB')).copy())
+        for p in image_paths
+    ]).permute(0, 3, 1, 2).float()
+    with torch.no_grad():
+        z = F.normalize(tokenizer.encode_features(pixels / 127.5 - 1),
+                        dim=-1).flatten(0, 1)
+    g = torch.Generator().manual_seed(seed)
+    centres = z[torch.randperm(len(z), generator=g)[:num_embed]
+                if len(z) >= num_embed else torch.randint(
+                    len(z), (num_embed, ), generator=g)]
+    for _ in range(iters):
+        assign = (z @ centres.T).argmax(1)
+        sums = torch.zeros_like(centres).index_add_(0, assign, z)
+        used = torch.bincount(assign, minlength=num_embed) > 0
+        centres = torch.where(used[:, None], F.normalize(sums, dim=-1),
+                              centres)
+    state['quantize.embedding.weight'] = centres
+    torch.save({'model': state}, path)
+    return str(path)
+
+
+PRETRAIN_DEMO = osp.join(
+    ROOT, 'configs/beit3/pretrain',
+    'beit3-tiny-p8_pretrain_1xb48-600it_demo-mixed.py')
+
+
+def demo_vqkd_file(cwd: str) -> str:
+    """:func:`kmeans_vqkd_file` for the pretraining demo config run in
+    ``cwd``: its tokenizer arch and codebook, set on the demo images under
+    its data root, written to its ``vqkd_checkpoint`` (until the VQ-KD
+    demo's trained tokenizer takes its place)."""
+    import glob
+
+    from mmengine.config import Config
+    cfg = Config.fromfile(PRETRAIN_DEMO)
+    target = cfg.model.target_generator
+    images = sorted(
+        glob.glob(osp.join(cwd, cfg.data_root, 'images', '*.png')) +
+        glob.glob(osp.join(cwd, cfg.data_root, 'pairs/images', '*.png')))
+    path = osp.join(cwd, cfg.vqkd_checkpoint)
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    return kmeans_vqkd_file(path, images, dict(target.arch), target.img_size,
+                            target.num_embed, target.embed_dims)

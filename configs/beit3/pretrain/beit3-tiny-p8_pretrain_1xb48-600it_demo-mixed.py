@@ -19,8 +19,8 @@ _base_ = [
 # The visual tokenizer: a file in the released layout with the tiny arch at
 # 32 px and this codebook (the VQ-KD demo's).
 vqkd_checkpoint = 'data/demo_vqkd.pth'
-vqkd_num_embed = 256
-vqkd_code_dims = 16
+vqkd_num_embed = 64
+vqkd_code_dims = 8
 data_root = 'data/demo_pretrain/'
 text_tokenizer = dict(
     type='BEiT3Tokenizer', name_or_path=data_root + 'beit3_demo.spm')
