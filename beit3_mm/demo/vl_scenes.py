@@ -16,6 +16,11 @@ With ``data_root='data/demo_vl'`` mmpretrain's datasets read it as:
   ``ann_file='annotations/flickr30k_karpathy.json'``,
   ``data_prefix='images'``, ``split`` train / val / test (test lists the
   val images again).
+- ``COCOCaption`` (LAVIS layout, as ``tools/dataset_converters/
+  coco_karpathy.py`` writes it from the Karpathy file):
+  ``ann_file='annotations/coco_karpathy_{train,val}.json'``,
+  ``data_prefix=dict(img_path='images')``; the ground truth of
+  ``CaptionMetric`` is ``annotations/captions_val.json``.
 - ``COCOVQA``: ``data_prefix='images/{train,val}'``,
   ``question_file='annotations/vqa_{train,val}_questions.json'``,
   ``ann_file='annotations/vqa_{train,val}_annotations.json'``; the answer
@@ -39,6 +44,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .shapes import SHAPES, shape_polygon, train_demo_tokenizer
+from ..datasets.coco_karpathy import convert_karpathy
 from ..datasets.vqa_answers import build_answer_list, save_answer_list
 
 COLOURS = {
@@ -256,6 +262,7 @@ def make_vl_demo(root: str,
         images/{train,val}/<12-digit id>.png scenes (retrieval and VQA)
         annotations/captions_{train,val}.json       COCO captions, 3 per image
         annotations/flickr30k_karpathy.json         the same, Karpathy layout
+        annotations/coco_karpathy_{train,val}.json  the same, LAVIS layout
         annotations/vqa_{train,val}_questions.json  VQAv2 questions
         annotations/vqa_{train,val}_annotations.json  10 answers each
         annotations/vqa_answer_list.txt      official answer2label format
@@ -276,7 +283,7 @@ def make_vl_demo(root: str,
 
     Returns:
         Paths relative to ``root``: ``tokenizer``, ``images``,
-        ``captions_{train,val}``, ``flickr30k``,
+        ``captions_{train,val}``, ``flickr30k``, ``lavis_{train,val}``,
         ``vqa_{train,val}_questions``, ``vqa_{train,val}_annotations``,
         ``vqa_answer_list`` and ``nlvr2_{train,dev}``.
     """
@@ -372,6 +379,13 @@ def make_vl_demo(root: str,
     ]
     files['flickr30k'] = _dump(
         dict(images=karpathy), root, 'annotations/flickr30k_karpathy.json')
+    # mmpretrain's COCOCaption reads the LAVIS files (one item per caption
+    # in train, per image in val), made by the Karpathy converter
+    lavis = convert_karpathy(dict(images=karpathy))
+    for split in ('train', 'val'):
+        files[f'lavis_{split}'] = _dump(
+            lavis[f'coco_karpathy_{split}'], root,
+            f'annotations/coco_karpathy_{split}.json')
     files['vqa_answer_list'] = osp.join('annotations', 'vqa_answer_list.txt')
     # the official procedure, keeping every answer of the small set
     vqa_annotations = [

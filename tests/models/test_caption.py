@@ -1,6 +1,8 @@
 """Captioning: parity with the official seq2seq forward and beam search
 (torchscale with its incremental state), the training corruption and loss,
 the key/value cache, released files and bad input."""
+import json
+import os.path as osp
 import random
 import uuid
 from collections import Counter
@@ -8,14 +10,16 @@ from collections import Counter
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import (TINY, TINY_IMG, VOCAB, converted_model, padded_ids,
-                     pretrain_heads, random_heads, randomize_, save_released,
+from helpers import (ROOT, TINY, TINY_IMG, VOCAB, build_model,
+                     converted_model, padded_ids, pretrain_heads,
+                     random_heads, randomize_, save_released,
                      torchscale_beit3)
 from mmengine.config import Config
 from mmengine.logging import MessageHub
 from mmpretrain.structures import DataSample
 
 import beit3_mm  # noqa: F401
+from beit3_mm.demo import make_vl_demo
 from beit3_mm.demo.shapes import SHAPES, train_demo_tokenizer
 from beit3_mm.models.layers import KVCache
 from beit3_mm.models.multimodal import BEiT3Caption, caption_loss
@@ -270,18 +274,31 @@ def test_pretraining_file_initialises_backbone_and_mlm_head(tmp_path, spm):
     assert not hasattr(model, 'mim_head')
 
 
-def test_released_file_of_another_task_is_refused(tmp_path, spm):
+D = TINY['embed_dims']
+OTHER_TASK_HEADS = dict(
+    vqa={'pooler.dense.weight': (D, D), 'pooler.dense.bias': (D, ),
+         'head.0.weight': (2 * D, D)},
+    retrieval={'logit_scale': (), 'vision_head.weight': (D, D),
+               'language_head.weight': (D, D)},
+    in1k={'fc_norm.weight': (D, ), 'fc_norm.bias': (D, ),
+          'head.weight': (10, D)},
+    nlvr2={'head.dense1.weight': (2 * D, 4 * D)},
+)
+
+
+@pytest.mark.parametrize('kind', list(OTHER_TASK_HEADS))
+def test_released_file_of_another_task_is_refused(tmp_path, spm, kind):
+    """Its backbone was tuned for that task and mlm_head would stay
+    random: one line naming the file, its task and what to use."""
     ref = torchscale_beit3(TINY, TINY_IMG, output_norm=False)
-    D = TINY['embed_dims']
-    vqa = random_heads({'pooler.dense.weight': (D, D),
-                        'pooler.dense.bias': (D, ),
-                        'head.0.weight': (2 * D, D)})
-    src = save_released(tmp_path / 'vqa.pth', ref.state_dict(), vqa)
+    src = save_released(tmp_path / f'{kind}.pth', ref.state_dict(),
+                        random_heads(OTHER_TASK_HEADS[kind]))
     model = MODELS.build(
         model_cfg(spm, init_cfg=dict(type='Pretrained', checkpoint=src)))
-    with pytest.raises(ValueError, match='vqa.pth is a vqa model.*'
-                       'pretraining file'):
+    with pytest.raises(ValueError, match=f'{kind}.pth is a {kind} model.*'
+                       'pretraining file.*init_cfg.checkpoint') as err:
         model.init_weights()
+    assert '\n' not in str(err.value)
 
 
 # ------------------------------------------------------------- the mask
@@ -544,6 +561,12 @@ def test_bad_input_errors(spm):
     with pytest.raises(ValueError, match='empty gt_caption.*image_id=4'):
         model.loss(images, [DataSample(gt_caption='a red circle'),
                             DataSample(gt_caption=' ', image_id=4)])
+    # a list of captions (one drawn per step) that is empty or holds only
+    # empty captions is no caption either
+    for captions in ([], [''], ['', '  ']):
+        with pytest.raises(ValueError, match='empty gt_caption.*image_id=5'):
+            model.loss(images, [DataSample(gt_caption='a red circle'),
+                                DataSample(gt_caption=captions, image_id=5)])
     with pytest.raises(ValueError, match='max_len=3.*no room'):
         model.generate(images, max_len=3)
     with pytest.raises(ValueError, match='num_beams=0'):
@@ -556,3 +579,288 @@ def test_bad_input_errors(spm):
     cfg['backbone']['output_norm'] = False
     with pytest.raises(ValueError, match='output_norm=True'):
         MODELS.build(cfg)
+
+
+def test_errors_are_one_line_and_name_the_fix(spm):
+    """Each bad input stops with one line that names the thing and the
+    fix; a decoding length beyond the text position table stops when the
+    model is built, not at the first validation after an epoch."""
+    model = build(spm)
+    images = images_of(2)
+    cases = [
+        (lambda: model.loss(images, [DataSample(image_id=1)] * 2),
+         'gt_caption', 'PackInputs.algorithm_keys'),
+        (lambda: model.loss(images, [DataSample(gt_caption=[], image_id=3)]
+                            * 2), 'empty gt_caption', 'remove it'),
+        (lambda: model.generate(images, max_len=3), 'max_len=3',
+         'set max_len >= 4'),
+        (lambda: model.generate(images, num_beams=0), 'num_beams=0',
+         '1 for greedy'),
+        (lambda: build(spm, max_len=1024), 'max_len=1024',
+         'num_text_positions >= 1025'),
+        (lambda: model.generate(images, max_len=2000), 'max_len=2000',
+         'set max_len <= 1023'),
+    ]
+    cfg = model_cfg(spm, max_len=40)
+    cfg['backbone']['num_text_positions'] = 34
+    cases.append((lambda: MODELS.build(cfg), 'max_len=40 needs 41',
+                  'set max_len <= 33'))
+    for call, what, fix in cases:
+        with pytest.raises((KeyError, ValueError)) as err:
+            call()
+        message = str(err.value).strip("'")
+        assert what in message and fix in message, message
+        assert '\n' not in message, message
+    # at the bound it decodes
+    cfg['max_len'] = 33
+    words, _ = MODELS.build(cfg).eval().generate(images_of(1), num_beams=1)
+    assert len(words[0]) <= 30
+
+
+# ----------------------------------------------------------------- configs
+CFG_DIR = osp.join(ROOT, 'configs/beit3/captioning')
+COCO_CFG = osp.join(CFG_DIR, 'beit3-base-p16_caption_8xb32-10e_coco-480px.py')
+NOCAPS_CFG = osp.join(CFG_DIR,
+                      'beit3-base-p16_caption_8xb32-10e_nocaps-480px.py')
+DEMO_CFG = osp.join(CFG_DIR, 'beit3-tiny-p8_caption_1xb32-15e_demo-vl.py')
+RECIPES = [
+    (COCO_CFG, 'base', 4e-5),
+    (COCO_CFG.replace('base', 'large'), 'large', 8e-6),
+    (NOCAPS_CFG, 'base', 1e-5),
+    (NOCAPS_CFG.replace('base', 'large'), 'large', 8e-6),
+]
+
+
+@pytest.mark.parametrize('path,arch,lr', RECIPES)
+def test_recipe_configs(path, arch, lr):
+    """The official recipe: from the pretraining file at 480, 8 x 32,
+    AdamW (0.9, 0.999), weight decay 0.05, no layer decay, 10 epochs with 1
+    warm-up from 1e-6, drop path 0.1, label smoothing 0.1, 32 tokens in
+    training, beam 3 / length penalty 0.6 / 64 tokens in decoding; VQAv2's
+    pre-processing at 480 (the same RandAugment) with captions packed; the
+    best checkpoint kept by CIDEr."""
+    cfg = Config.fromfile(path)
+    model = cfg.model
+    assert model.type == 'BEiT3Caption' and model.backbone.arch == arch
+    assert model.backbone.img_size == 480
+    assert model.backbone.drop_path_rate == 0.1
+    assert model.backbone.output_norm is True and model.backbone.with_cp
+    assert model.init_cfg.checkpoint.endswith(f'beit3_{arch}_patch16_224.pth')
+    assert (model.max_text_len, model.mask_prob, model.label_smoothing,
+            model.drop_worst_ratio, model.drop_worst_after) == (32, 0.6, 0.1,
+                                                                0.2, 12000)
+    assert (model.num_beams, model.length_penalty, model.max_len) == (3, 0.6,
+                                                                      64)
+    assert cfg.data_preprocessor.mean == cfg.data_preprocessor.std == [
+        127.5
+    ] * 3
+    optim = cfg.optim_wrapper
+    assert optim.type == 'AmpOptimWrapper' and optim.optimizer.lr == lr
+    assert optim.optimizer.betas == (0.9, 0.999)
+    assert optim.optimizer.weight_decay == 0.05
+    assert optim.paramwise_cfg == dict(layer_decay_rate=1.0)
+    warmup, cosine = cfg.param_scheduler
+    assert warmup.start_factor * lr == pytest.approx(1e-6)
+    assert (warmup.end, cosine.begin, cosine.end) == (1, 1, 10)
+    assert cfg.train_cfg.max_epochs == 10
+    assert cfg.train_dataloader.batch_size * 8 == 256
+    assert cfg.auto_scale_lr.base_batch_size == 256
+
+    vqa = Config.fromfile(
+        osp.join(ROOT, 'configs/_base_/datasets/vqav2_480px.py'))
+    assert [t.type for t in cfg.train_pipeline] == [
+        'LoadImageFromFile', 'RandomResizedCrop', 'RandomFlip',
+        'RandAugment', 'PackInputs'
+    ]
+    assert cfg.train_pipeline[:-1] == vqa.train_pipeline[:-1]
+    crop, randaug = cfg.train_pipeline[1], cfg.train_pipeline[3]
+    assert crop.scale == 480 and crop.crop_ratio_range == (0.5, 1.0)
+    assert crop.interpolation == 'bicubic'
+    assert (randaug.num_policies, randaug.magnitude_level) == (2, 7)
+    assert len(randaug.policies) == 10
+    assert cfg.train_pipeline[-1].algorithm_keys == ['gt_caption']
+    assert cfg.test_pipeline[1] == dict(type='Resize', scale=(480, 480),
+                                        interpolation='bicubic',
+                                        backend='pillow')
+    assert cfg.test_pipeline[-1] == dict(type='PackInputs',
+                                         meta_keys=['image_id'])
+    train = cfg.train_dataloader.dataset
+    assert train.type == 'COCOCaption'
+    assert train.ann_file == 'annotations/coco_karpathy_train.json'
+    assert cfg.train_dataloader.collate_fn.type == 'default_collate'
+
+    checkpoint = cfg.default_hooks.checkpoint
+    assert checkpoint.rule == 'greater'
+    if 'nocaps' in path:
+        assert checkpoint.save_best == 'nocaps/CIDEr'
+        assert cfg.val_dataloader.dataset.type == 'NoCapsImages'
+        assert cfg.test_dataloader.dataset.type == 'NoCapsImages'
+        assert cfg.val_evaluator.type == 'NoCapsMetric'
+        assert cfg.test_evaluator.format_only
+    else:
+        assert checkpoint.save_best == 'coco-caption/CIDEr'
+        assert cfg.val_dataloader.dataset.ann_file.endswith('_val.json')
+        assert cfg.test_dataloader.dataset.ann_file.endswith('_test.json')
+        assert cfg.val_evaluator == dict(
+            type='CaptionMetric',
+            ann_file='data/coco/annotations/coco_karpathy_val_gt.json')
+        assert cfg.test_evaluator.ann_file.endswith('_test_gt.json')
+
+
+@pytest.fixture(scope='module')
+def demo(tmp_path_factory):
+    """A small VL demo set (LAVIS caption files, COCO-format ground
+    truth); its tokenizer stands in for beit3.spm."""
+    root = str(tmp_path_factory.mktemp('demo_vl'))
+    files = make_vl_demo(root, num_train=4, num_val=3, num_train_pairs=2,
+                         num_val_pairs=2, questions_per_image=1)
+    return root, files
+
+
+def _loader(cfg_loader, dataset, batch_size=2):
+    from mmengine.runner import Runner
+    return Runner.build_dataloader(
+        dict(cfg_loader, dataset=dataset, batch_size=batch_size,
+             num_workers=0, persistent_workers=False))
+
+
+def _nocaps_files(root, files):
+    """The demo val set as NoCaps val / test files (images with a
+    domain; test without captions)."""
+    with open(osp.join(root, files['captions_val'])) as f:
+        val = json.load(f)
+    domains = ('in-domain', 'near-domain', 'out-domain')
+    for i, img in enumerate(val['images']):
+        img.update(domain=domains[i % 3], file_name='val/' + img['file_name'])
+    paths = {}
+    for split, content in (('val', val), ('test', dict(images=val['images']))):
+        paths[split] = osp.join(root, f'nocaps_{split}.json')
+        with open(paths[split], 'w') as f:
+            json.dump(content, f)
+    return paths
+
+
+@pytest.mark.parametrize('path', [COCO_CFG, NOCAPS_CFG])
+def test_recipe_trains_and_predicts(path, demo, tmp_path):
+    """Each recipe's pipelines, collate, preprocessor, model, optimizer and
+    evaluators (tiny arch, patch 16, CPU): a loss step on COCOCaption
+    samples, then validation and test on the recipe's datasets (COCOCaption
+    / NoCapsImages) scored by its metric (a submission file for NoCaps
+    test)."""
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import init_default_scope
+
+    from beit3_mm.registry import DATASETS, METRICS
+    init_default_scope('mmpretrain')
+    root, files = demo
+    cfg = Config.fromfile(path)
+    cfg.model.backbone.arch = dict(TINY, patch_size=16)
+    cfg.model.backbone.vocab_size = VOCAB
+    cfg.model.backbone.with_cp = False
+    cfg.model.tokenizer.name_or_path = osp.join(root, files['tokenizer'])
+    cfg.model.init_cfg = None
+    model = build_model(cfg)
+    model.init_weights()
+    optim_cfg = dict(cfg.optim_wrapper, type='OptimWrapper')
+    optim_cfg.pop('loss_scale')
+    wrapper = build_optim_wrapper(model, optim_cfg)
+
+    train = _loader(cfg.train_dataloader, dict(
+        cfg.train_dataloader.dataset, data_root=root,
+        data_prefix=dict(img_path='images')))
+    data = next(iter(train))
+    assert data['inputs'].shape == (2, 3, 480, 480)
+    assert all(isinstance(s.gt_caption, str) for s in data['data_samples'])
+    before = model.mlm_head.weight.clone()
+    losses = model.train_step(data, wrapper)
+    assert torch.isfinite(losses['loss']) and losses['loss'] > 0
+    assert not torch.equal(before, model.mlm_head.weight)
+
+    with torch.no_grad():
+        # no </s>: a caption that is never empty; no id beyond the demo
+        # tokenizer's (the backbone has VOCAB rows)
+        model.mlm_head.bias[EOS] = -100.
+        model.mlm_head.bias[len(model.tokenizer):] = -100.
+    if 'nocaps' in path:
+        ann = _nocaps_files(root, files)
+        val_set = dict(cfg.val_dataloader.dataset, data_root=root,
+                       data_prefix=dict(img_path='images'),
+                       ann_file=ann['val'])
+        test_set = dict(cfg.test_dataloader.dataset, data_root=root,
+                        data_prefix=dict(img_path='images'),
+                        ann_file=ann['test'])
+        val_metric = dict(cfg.val_evaluator, ann_file=ann['val'])
+        prefix = str(tmp_path / 'nocaps_test')
+        test_metric = dict(cfg.test_evaluator, outfile_prefix=prefix)
+    else:
+        val_set = dict(cfg.val_dataloader.dataset, data_root=root,
+                       data_prefix=dict(img_path='images'),
+                       ann_file=files['lavis_val'])
+        test_set = val_set
+        val_metric = test_metric = dict(
+            cfg.val_evaluator, ann_file=osp.join(root, files['captions_val']))
+    assert len(DATASETS.build(val_set)) == 3  # one sample per image
+    for dataset, metric_cfg in ((val_set, val_metric),
+                                (test_set, test_metric)):
+        metric = METRICS.build(metric_cfg)
+        for batch in _loader(cfg.val_dataloader, dataset):
+            preds = model.val_step(batch)
+            assert all(p.pred_caption.strip() for p in preds)
+            metric.process(batch, [p.to_dict() for p in preds])
+        scores = metric.evaluate(3)
+        if metric_cfg.get('format_only'):
+            assert scores == {}
+            with open(prefix + '.caption.json') as f:
+                assert len(json.load(f)) == 3
+        else:
+            name = 'nocaps' if 'nocaps' in path else 'coco-caption'
+            assert 0 <= scores[f'{name}/CIDEr'] and f'{name}/Bleu_4' in scores
+            if 'nocaps' in path:
+                assert f'{name}/out-domain_CIDEr' in scores
+
+
+def test_image_caption_inferencer(demo, tmp_path):
+    """mmpretrain's ImageCaptionInferencer takes the demo config and a
+    checkpoint and returns the model's caption."""
+    from mmpretrain import ImageCaptionInferencer
+    root, files = demo
+    cfg = Config.fromfile(DEMO_CFG)
+    cfg.model.tokenizer.name_or_path = osp.join(root, files['tokenizer'])
+    model = build_model(cfg).eval()
+    randomize_(model, seed=3)
+    with torch.no_grad():  # a caption of words the tokenizer knows
+        model.mlm_head.bias[EOS] = -100.
+        model.mlm_head.bias[len(model.tokenizer):] = -100.
+    ckpt = str(tmp_path / 'demo.pth')
+    torch.save(dict(state_dict=model.state_dict(), meta={}), ckpt)
+    inferencer = ImageCaptionInferencer(model=cfg, pretrained=ckpt,
+                                        device='cpu')
+    image = osp.join(root, 'images/val/000000000005.png')
+    (result, ) = inferencer(image)
+    sample = inferencer(image, return_datasamples=True)[0]
+    assert result['pred_caption'] == sample.pred_caption
+    assert result['pred_caption'].strip()
+    # the inferencer's pipeline (square resize to 64) and the model's
+    # decode of the same pixels agree
+    from mmcv import imread
+    img = torch.from_numpy(imread(image)).permute(2, 0, 1)  # BGR, as read
+    images = model.data_preprocessor(
+        dict(inputs=img[None].float(), data_samples=None))['images']
+    words, _ = model.generate(images)
+    assert result['pred_caption'] == model.tokenizer.decode(
+        words[0], skip_special_tokens=True)
+
+
+def test_benchmark_caption_mode(tmp_path):
+    """``benchmark.py --modes caption`` decodes exactly --caption-len words
+    with and without the cache (same tokens) and reports both."""
+    from helpers import run_tool
+    out = run_tool(
+        osp.join(ROOT, 'tools/analysis_tools/benchmark.py'), '--modes',
+        'caption', '--caption-img-sizes', '32', '--caption-len', '3',
+        '--batch-size', '2', '--iters', '1', '--warmup', '0', '--device',
+        'cpu', cwd=tmp_path)
+    rows = [line for line in out.splitlines()
+            if line.startswith('caption @32 beam 3 cached vs uncached')]
+    assert [r.split()[7] for r in rows] == ['captions/s', 'tokens/s', 'MiB']
+    assert 'same tokens' in rows[0]

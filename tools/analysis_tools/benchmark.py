@@ -3,8 +3,9 @@ timm, and print the ratios in one run.
 
     python tools/analysis_tools/benchmark.py [--arch base] [--batch-size 8] \
         [--img-size 224] [--text-len 32] [--iters 5] [--warmup 2] \
-        [--modes image text image+text bf16 memory] [--mem-img-size 1024] \
-        [--device cuda]
+        [--modes image text image+text bf16 memory caption] \
+        [--mem-img-size 1024] [--caption-img-sizes 384 480] \
+        [--caption-len 32] [--num-beams 3] [--device cuda]
 
 Every forward runs under ``torch.inference_mode()`` in float32 unless noted.
 The torchscale ``BEiT3`` (the released code) is built with its random init
@@ -23,16 +24,32 @@ Modes:
 - ``image+text``: fused forward vs torchscale.
 - ``bf16``: ours under ``torch.autocast(dtype=torch.bfloat16)`` vs ours in
   float32 on the image path: throughput ratio, maximum absolute error and
-  relative error ``||bf16 - fp32|| / ||fp32||``.
+  relative error ``||bf16 - fp32|| / ||fp32||``; and ours vs torchscale and
+  timm under the same autocast (throughput).
 - ``memory``: peak memory of one image forward (batch 1, global attention)
   at ``--mem-img-size``, ours vs torchscale.
+- ``caption`` (not run by default: minutes on a CPU): ``BEiT3Caption``
+  beam search (``--num-beams``) of ``--batch-size`` images at each of
+  ``--caption-img-sizes``, with the key/value cache (each step feeds
+  ``[word, <mask>]``) vs without (each step re-runs image and caption):
+  captions/s, caption tokens/s and peak memory, and whether both decodes
+  gave the same tokens. Both decode exactly ``--caption-len`` words per
+  caption: ``max_len`` is ``caption-len + 3`` (a caption holds at most
+  ``max_len - 3`` words) and the bias of ``mlm_head`` at ``</s>`` is set to
+  -1e4, so that no beam ends early (``caption-len + 1`` decoding steps,
+  the last one closing the beams). The weights are PyTorch's random init
+  and the special ids those of ``beit3.spm`` (no tokenizer file needed).
+  Each image size runs in a fresh subprocess (as ``memory``), the cached
+  and uncached decodes in turn within each iteration; ``--warmup`` counts
+  short decodes (2 words) there, and the peak memory is that of the first
+  timed decode of each.
 
 Timings are the median of ``--iters`` forwards after ``--warmup`` forwards,
 taken with ``time.perf_counter`` (after ``torch.cuda.synchronize`` on CUDA).
 The models compared in one mode run in turn within each iteration, so that
 other load on the machine affects them alike.
 Ratios are ours / reference: above 1 is faster for throughput, below 1 is
-less memory for memory.
+less memory for memory (caption: cached / uncached).
 
 How memory is measured: each model is built, run once as a warm-up and
 measured in a fresh subprocess (this script with a hidden flag), so that
@@ -88,7 +105,8 @@ Tensor = torch.Tensor
 Forward = Callable[[], Tensor]
 Timings = Dict[str, Tuple[float, Tensor]]
 
-MODES = ('image', 'text', 'image+text', 'bf16', 'memory')
+MODES = ('image', 'text', 'image+text', 'bf16', 'memory', 'caption')
+DEFAULT_MODES = MODES[:-1]
 VOCAB_SIZE = 64010
 PAD_ID = 1
 MMAP_THRESHOLD = 1 << 20
@@ -131,21 +149,42 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--iters', type=int, default=5)
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument(
-        '--modes', nargs='+', choices=MODES, default=list(MODES))
+        '--modes',
+        nargs='+',
+        choices=MODES,
+        default=list(DEFAULT_MODES),
+        help='caption is run only when named')
     parser.add_argument(
         '--mem-img-size',
         type=int,
         default=1024,
         help='input size of the memory mode')
     parser.add_argument(
+        '--caption-img-sizes',
+        type=int,
+        nargs='+',
+        default=[384, 480],
+        help='input sizes of the caption mode')
+    parser.add_argument(
+        '--caption-len',
+        type=int,
+        default=32,
+        help='words decoded per caption in the caption mode')
+    parser.add_argument(
+        '--num-beams', type=int, default=3, help='beams of the caption mode')
+    parser.add_argument(
         '--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument(
         '--memory-worker',
         choices=['ours', 'torchscale'],
         help=argparse.SUPPRESS)
+    parser.add_argument(
+        '--caption-worker', type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.iters < 1 or args.warmup < 0 or args.batch_size < 1:
         parser.error('--iters and --batch-size must be >= 1, --warmup >= 0')
+    if args.caption_len < 1 or args.num_beams < 1:
+        parser.error('--caption-len and --num-beams must be >= 1')
     return args
 
 
@@ -340,30 +379,50 @@ def bench_fused(setup: Setup, args: argparse.Namespace) -> List[Row]:
     return [speed_row('image+text', results, args, 'torchscale')]
 
 
+def under_bf16(device: torch.device, forward: Forward) -> Forward:
+    """``forward`` under ``torch.autocast(dtype=torch.bfloat16)``."""
+
+    def fn() -> Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            return forward()
+
+    return fn
+
+
 def bench_bf16(setup: Setup, args: argparse.Namespace) -> List[Row]:
-    """Ours under bf16 autocast vs ours in fp32, image path."""
+    """Ours under bf16 autocast vs ours in fp32 (speed, error), and vs
+    torchscale and timm under the same autocast (speed), image path."""
     images = setup.images
-
-    def bf16_fn() -> Tensor:
-        with torch.autocast(setup.device.type, dtype=torch.bfloat16):
-            return setup.ours.encode(images=images)
-
     fns = {
-        'ours bf16': bf16_fn,
+        'ours bf16': under_bf16(setup.device,
+                                image_forward(setup.ours, images)),
         'ours fp32': image_forward(setup.ours, images)
     }
+    if setup.ref is not None:
+        fns['torchscale bf16'] = under_bf16(setup.device,
+                                            image_forward(setup.ref, images))
+    if setup.timm_model is not None:
+        fns['timm bf16'] = under_bf16(
+            setup.device, lambda: setup.timm_model.forward_features(images))
     results = measure('bf16', fns, setup, args)
     bf16_t, bf16_out = results['ours bf16']
     fp32_t, fp32_out = results['ours fp32']
     diff = bf16_out.float() - fp32_out
     rel = (diff.norm() / fp32_out.norm()).item()
-    return [
+    rows = [
         Row('image bf16 vs ours fp32',
             'samples/s',
             args.batch_size / bf16_t,
             args.batch_size / fp32_t,
             check=f'max|err| {diff.abs().max().item():.2e}, rel {rel:.2e}')
     ]
+    for name in ('torchscale bf16', 'timm bf16'):
+        if name in results:
+            rows.append(
+                Row(f'image bf16 vs {name}', 'samples/s',
+                    args.batch_size / bf16_t,
+                    args.batch_size / results[name][0]))
+    return rows
 
 
 SPEED_MODES = {
@@ -463,6 +522,129 @@ def bench_memory(args: argparse.Namespace) -> Row:
     return row
 
 
+# ------------------------------------------------------------------ caption
+EOS_ID, MASK_ID = 2, 64001  # beit3.spm: <s> 0, <pad> 1, </s> 2, <mask>
+
+
+def build_captioner(args: argparse.Namespace, img_size: int) -> nn.Module:
+    """``BEiT3Caption`` with PyTorch's random init whose ``</s>`` never
+    wins: every decode runs ``--caption-len`` words."""
+    from types import SimpleNamespace
+
+    from beit3_mm.models.multimodal import BEiT3Caption
+    model = BEiT3Caption(
+        backbone=dict(
+            type='BEiT3',
+            arch=args.arch,
+            img_size=img_size,
+            vocab_size=VOCAB_SIZE,
+            output_norm=True),
+        num_beams=args.num_beams,
+        max_len=args.caption_len + 3)
+    # the special ids generate() reads, without a tokenizer file
+    model.tokenizer = SimpleNamespace(
+        bos_token_id=0, eos_token_id=EOS_ID, mask_token_id=MASK_ID)
+    with torch.no_grad():
+        model.mlm_head.bias[EOS_ID] = -1e4
+    return model.eval()
+
+
+def decode_peak_bytes(decode: Callable[[], list],
+                      device: torch.device) -> Tuple[float, int, list]:
+    """Seconds, peak memory above what is live before (as
+    :func:`forward_peak_bytes`, without its warm-up) and the output of one
+    call of ``decode``."""
+    if device.type == 'cuda':
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    else:
+        base = reset_peak_rss()
+    start = time.perf_counter()
+    out = decode()
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    if device.type == 'cuda':
+        peak = torch.cuda.max_memory_allocated(device)
+    else:
+        peak = read_proc_status('VmHWM')
+    return seconds, peak - base, out
+
+
+def caption_worker(args: argparse.Namespace) -> None:
+    """Subprocess entry: time and measure the cached and uncached decodes at
+    one image size, print them as JSON."""
+    device = torch.device(args.device)
+    size = args.caption_worker
+    torch.manual_seed(0)
+    model = build_captioner(args, size).to(device)
+    images = torch.randn(args.batch_size, 3, size, size).to(device)
+    modes = {'cached': True, 'uncached': False}
+    for use_cache in modes.values():
+        for _ in range(args.warmup):
+            model.generate(images, max_len=5, use_cache=use_cache)
+    times = {name: [] for name in modes}
+    peaks, words = {}, {}
+    for _ in range(args.iters):
+        for name, use_cache in modes.items():
+            seconds, peak, out = decode_peak_bytes(
+                lambda: model.generate(images, use_cache=use_cache)[0],
+                device)
+            times[name].append(seconds)
+            peaks.setdefault(name, peak)
+            words[name] = out
+    lengths = {len(w) for out in words.values() for w in out}
+    if lengths != {args.caption_len}:
+        raise RuntimeError(f'captions of {lengths} words, not '
+                           f'{args.caption_len}: </s> was not suppressed')
+    print(
+        json.dumps({
+            name: dict(seconds=statistics.median(times[name]),
+                       peak_bytes=peaks[name])
+            for name in modes
+        } | dict(same_tokens=words['cached'] == words['uncached'])))
+
+
+def bench_caption(args: argparse.Namespace) -> List[Row]:
+    """Cached vs uncached beam search at each ``--caption-img-sizes``."""
+    rows = []
+    for size in args.caption_img_sizes:
+        cmd = [
+            sys.executable,
+            os.path.abspath(__file__), '--arch', args.arch, '--batch-size',
+            str(args.batch_size), '--iters',
+            str(args.iters), '--warmup',
+            str(args.warmup), '--caption-len',
+            str(args.caption_len), '--num-beams',
+            str(args.num_beams), '--device', args.device,
+            '--caption-worker',
+            str(size)
+        ]
+        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD))
+        print(f'[caption] {size}: cached and uncached decodes '
+              '(subprocess) ...', flush=True)
+        result = json.loads(
+            subprocess.run(
+                cmd, env=env, stdout=subprocess.PIPE, text=True,
+                check=True).stdout.strip().splitlines()[-1])
+        cached, uncached = result['cached'], result['uncached']
+        check = ('same tokens' if result['same_tokens'] else
+                 'TOKENS DIFFER')
+        name = f'caption @{size} beam {args.num_beams} cached vs uncached'
+        for row in (
+                Row(name, 'captions/s', args.batch_size / cached['seconds'],
+                    args.batch_size / uncached['seconds'], check),
+                Row(name, 'tokens/s',
+                    args.batch_size * args.caption_len / cached['seconds'],
+                    args.batch_size * args.caption_len /
+                    uncached['seconds']),
+                Row(name, 'MiB peak', cached['peak_bytes'] / MIB,
+                    uncached['peak_bytes'] / MIB)):
+            print(f'[caption] {row.unit}: {format_row(row)}', flush=True)
+            rows.append(row)
+    return rows
+
+
 # -------------------------------------------------------------------- table
 HEADER = ('measurement', 'unit', 'ours', 'reference', 'ratio', 'check')
 
@@ -487,10 +669,16 @@ def print_table(rows: List[Row], args: argparse.Namespace) -> None:
         for line in cells
     ]
     lines.insert(1, '-' * len(lines[0]))
+    inputs = []
+    if set(args.modes) & set(SPEED_MODES):
+        inputs.append(f'img {args.img_size}, text {args.text_len}')
+    if 'caption' in args.modes:
+        inputs.append(f'caption {args.caption_len} words (ours = cached, '
+                      'reference = uncached)')
     print(f'\nBEiT-3 {args.arch} on {args.device} '
-          f'(batch {args.batch_size}, img {args.img_size}, text '
-          f'{args.text_len}, median of {args.iters} after {args.warmup} '
-          f'warm-up; ratio = ours / reference)')
+          f'(batch {args.batch_size}, {", ".join(inputs + [""])}median of '
+          f'{args.iters} after {args.warmup} warm-up; ratio = ours / '
+          'reference)')
     print('\n'.join(lines))
 
 
@@ -499,11 +687,16 @@ def main() -> None:
     if args.memory_worker:
         memory_worker(args)
         return
+    if args.caption_worker:
+        caption_worker(args)
+        return
     if TorchscaleBEiT3 is None:
         print('torchscale is not installed: measuring ours only')
     rows = run_speed_modes(args)
     if 'memory' in args.modes:
         rows.append(bench_memory(args))
+    if 'caption' in args.modes:
+        rows += bench_caption(args)
     print_table(rows, args)
 
 

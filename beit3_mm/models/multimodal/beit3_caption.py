@@ -126,7 +126,8 @@ class BEiT3Caption(BEiT3VLModel):
         length_penalty (float): exponent of the length normalisation.
             Defaults to 0.6.
         max_len (int): the official ``num_max_bpe_tokens`` of decoding
-            (a caption holds at most ``max_len - 3`` words). Defaults to 64.
+            (a caption holds at most ``max_len - 3`` words); at most the
+            backbone's ``num_text_positions - 1``. Defaults to 64.
         use_cache (bool): decode with the key/value cache; False re-runs
             the full sequence at every step (same tokens, slower). Defaults
             to True.
@@ -178,8 +179,7 @@ class BEiT3Caption(BEiT3VLModel):
         D = self.backbone.embed_dims
         self.mlm_head = nn.Linear(D, self.backbone.text_embed.num_embeddings)
 
-    @staticmethod
-    def _check_decoding(num_beams: int, max_len: int) -> None:
+    def _check_decoding(self, num_beams: int, max_len: int) -> None:
         if num_beams < 1:
             raise ValueError(f'num_beams={num_beams}: beam search needs at '
                              f'least 1 beam (1 for greedy)')
@@ -188,6 +188,14 @@ class BEiT3Caption(BEiT3VLModel):
                 f'max_len={max_len} leaves no room for a word (a caption '
                 f'holds at most max_len - 3 words): set max_len >= 4 (64 '
                 f'for COCO)')
+        # the last step feeds max_len - 1 text tokens, at table rows
+        # 2..max_len; checked here rather than after a training epoch
+        rows = self.backbone.encoder.embed_positions.B.num_embeddings
+        if max_len > rows - 1:
+            raise ValueError(
+                f'max_len={max_len} needs {max_len + 1} text positions and '
+                f'the backbone has num_text_positions={rows}: set max_len <= '
+                f'{rows - 1} or num_text_positions >= {max_len + 1}')
 
     def init_weights(self) -> None:
         """As :class:`BEiT3VLModel`, refusing a released file of another
