@@ -81,6 +81,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -526,11 +527,17 @@ def bench_memory(args: argparse.Namespace) -> Row:
 EOS_ID, MASK_ID = 2, 64001  # beit3.spm: <s> 0, <pad> 1, </s> 2, <mask>
 
 
+class SpmIds(SimpleNamespace):
+    """What generate() reads of ``beit3.spm``'s tokenizer (its special ids
+    and its size, ``<mask>`` the last id), without the file."""
+
+    def __len__(self) -> int:
+        return self.mask_token_id + 1
+
+
 def build_captioner(args: argparse.Namespace, img_size: int) -> nn.Module:
     """``BEiT3Caption`` with PyTorch's random init whose ``</s>`` never
     wins: every decode runs ``--caption-len`` words."""
-    from types import SimpleNamespace
-
     from beit3_mm.models.multimodal import BEiT3Caption
     model = BEiT3Caption(
         backbone=dict(
@@ -541,8 +548,7 @@ def build_captioner(args: argparse.Namespace, img_size: int) -> nn.Module:
             output_norm=True),
         num_beams=args.num_beams,
         max_len=args.caption_len + 3)
-    # the special ids generate() reads, without a tokenizer file
-    model.tokenizer = SimpleNamespace(
+    model.tokenizer = SpmIds(
         bos_token_id=0, eos_token_id=EOS_ID, mask_token_id=MASK_ID)
     with torch.no_grad():
         model.mlm_head.bias[EOS_ID] = -1e4

@@ -335,7 +335,8 @@ class BEiT3Caption(BEiT3VLModel):
                      cache: Optional[KVCache]) -> Tensor:
         """Logits (R, V) at the ``<mask>`` slot after ``<s> + words``
         ((R, c - 2)) of the images ``images[rows]``: from the cache (which
-        then holds ``words`` too), else from the full sequence."""
+        then holds ``words`` too), else from the full sequence; -inf for
+        the ids the tokenizer does not have."""
         R = words.shape[0]
         mask = words.new_full((R, 1), self._special_id('mask'))
         bos = words.new_full((R, 1), self._special_id('bos'))
@@ -356,7 +357,11 @@ class BEiT3Caption(BEiT3VLModel):
             x = self.backbone.encode(
                 text_ids=torch.cat((words[:, -1:], mask), dim=1),
                 cache=cache)
-        return self.mlm_head(x[:, -1])
+        logits = self.mlm_head(x[:, -1])
+        # rows past the tokenizer's ids (64002-64009 of the released head)
+        # could be chosen by an untrained model and not detokenised
+        logits[:, len(self.tokenizer):] = -math.inf
+        return logits
 
     @torch.no_grad()
     def generate(self,
