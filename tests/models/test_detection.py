@@ -310,7 +310,10 @@ def test_bad_inputs_have_clear_errors():
 
 @torch.no_grad()
 def test_simple_fpn_strides_and_levels():
-    neck = SimpleFPN(32, [8, 16, 32, 32], 16, 5).eval()
+    # in any default scope: 'LN2d' is mmpretrain's LayerNorm2d in its own
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        neck = SimpleFPN(32, [8, 16, 32, 32], 16, 5).eval()
     outs = neck((torch.randn(2, 32, 8, 10), ))
     assert [tuple(o.shape[-2:]) for o in outs] == [(32, 40), (16, 20),
                                                    (8, 10), (4, 5), (2, 3)]

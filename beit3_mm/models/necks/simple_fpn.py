@@ -8,6 +8,7 @@ from mmcv.cnn import ConvModule, build_norm_layer
 from mmengine.model import BaseModule
 
 from beit3_mm.registry import MODELS
+from ..layers import LN2d
 
 
 @MODELS.register_module()
@@ -27,7 +28,9 @@ class SimpleFPN(BaseModule):
         out_channels (int): width of every output.
         num_outs (int): number of outputs (>= 4).
         norm_cfg (dict): norm after the transposed conv and in the convs.
-            Defaults to ViTDet's ``dict(type='LN2d', eps=1e-6)``.
+            Defaults to ViTDet's LayerNorm over channels with eps 1e-6,
+            given as the class :class:`LN2d` (the name 'LN2d' is
+            mmpretrain's ``LayerNorm2d`` in the mmpretrain scope).
         init_cfg (dict, optional): initialisation.
     """
 
@@ -36,7 +39,7 @@ class SimpleFPN(BaseModule):
                  in_channels: Sequence[int],
                  out_channels: int,
                  num_outs: int,
-                 norm_cfg: dict = dict(type='LN2d', eps=1e-6),
+                 norm_cfg: dict = dict(type=LN2d, eps=1e-6),
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         C = backbone_channel
