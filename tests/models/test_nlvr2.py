@@ -13,14 +13,13 @@ from mmpretrain.structures import DataSample
 
 import beit3_mm  # noqa: F401
 from beit3_mm.demo import make_vl_demo
+from beit3_mm.models import BEiT3
 
 BASE_CFG = osp.join(ROOT, 'configs/beit3/nlvr2/'
                     'beit3-base-p16_nlvr2_8xb32-20e_nlvr2-224px.py')
 DEMO_CFG = osp.join(ROOT, 'configs/beit3/nlvr2/'
                     'beit3-tiny-p8_nlvr2_1xb32-20e_demo-vl.py')
-BASE_ARCH = dict(
-    embed_dims=768, num_layers=12, num_heads=12, feedforward_channels=3072,
-    patch_size=16)
+BASE_ARCH = BEiT3.arch_zoo['base']
 
 
 @pytest.fixture(scope='module')

@@ -19,6 +19,7 @@ import beit3_mm  # noqa: F401
 from beit3_mm.datasets import (build_answer_list, load_answer_list,
                                normalize_answer, save_answer_list)
 from beit3_mm.demo import make_vl_demo
+from beit3_mm.models import BEiT3
 
 CFG_DIR = osp.join(ROOT, 'configs/beit3/vqa')
 BASE_CFG = osp.join(CFG_DIR, 'beit3-base-p16_vqa_8xb16-10e_vqav2-480px.py')
@@ -27,9 +28,7 @@ LARGE768_CFG = osp.join(CFG_DIR,
                         'beit3-large-p16_vqa_8xb16-10e_vqav2-768px.py')
 DEMO_CFG = osp.join(CFG_DIR, 'beit3-tiny-p8_vqa_1xb32-15e_demo-vl.py')
 ANSWER_TOOL = osp.join(ROOT, 'tools/misc/build_vqa_answer_list.py')
-BASE_ARCH = dict(
-    embed_dims=768, num_layers=12, num_heads=12, feedforward_channels=3072,
-    patch_size=16)
+BASE_ARCH = BEiT3.arch_zoo['base']
 
 
 @pytest.fixture(scope='module')
