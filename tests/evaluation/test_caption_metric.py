@@ -183,6 +183,50 @@ def test_dedup_and_result_file(tmp_path, stub_meteor):
     assert all(type(r['image_id']) is int for r in result)
 
 
+def test_empty_predictions_are_reported(tmp_path, stub_meteor, monkeypatch):
+    """An empty caption scores 0; one warning line counts them."""
+    gt_file = write_gt(tmp_path / 'gt.json')
+    logs = []
+    monkeypatch.setattr(caption_module, 'print_log',
+                        lambda msg, **kw: logs.append((msg, kw)))
+    cfg = dict(type='CaptionMetric', ann_file=gt_file)
+    full = run_metric(cfg)
+    assert not [m for m, _ in logs if 'empty' in m]
+    scores = run_metric(cfg, {**PREDS, 33: '', 55: ' '})
+    (warning, ) = [(m, kw) for m, kw in logs if 'empty' in m]
+    assert '2 of 5 predicted captions are empty (e.g. image 33)' in warning[0]
+    assert warning[1]['level'] == logging.WARNING
+    assert scores['coco-caption/CIDEr'] < full['coco-caption/CIDEr']
+
+
+@needs_java
+def test_spice_only_when_asked(tmp_path, stub_meteor, monkeypatch):
+    """SPICE (stubbed: it downloads CoreNLP) runs with with_spice=True
+    only, overall and per NoCaps domain."""
+    from pycocoevalcap.spice import spice
+
+    class StubSpice:
+        calls = 0
+
+        def compute_score(self, gts, res):
+            StubSpice.calls += 1
+            return 0.25, [0.25] * len(gts)
+
+    monkeypatch.setattr(spice, 'Spice', StubSpice)
+    gt_file = write_gt(tmp_path / 'gt.json', domains=DOMAINS)
+    assert 'coco-caption/SPICE' not in run_metric(
+        dict(type='CaptionMetric', ann_file=gt_file))
+    assert StubSpice.calls == 0
+    scores = run_metric(
+        dict(type='CaptionMetric', ann_file=gt_file, with_spice=True))
+    assert scores['coco-caption/SPICE'] == 0.25
+    scores = run_metric(
+        dict(type='NoCapsMetric', ann_file=gt_file, with_spice=True))
+    assert {k for k in scores if k.endswith('SPICE')} == {
+        'nocaps/SPICE', 'nocaps/in-domain_SPICE', 'nocaps/near-domain_SPICE',
+        'nocaps/out-domain_SPICE'}
+
+
 def test_format_only(tmp_path):
     prefix = str(tmp_path / 'submission')
     scores = run_metric(

@@ -487,6 +487,34 @@ def test_decode_is_official_and_cached_equals_uncached(decode_pair):
     assert results[1] != results[3]  # the beams matter
 
 
+def test_max_len_4_is_the_shortest_with_words(decode_pair, spm):
+    """At max_len=3 the official search closes every beam at its first
+    step and returns empty captions only (hence max_len >= 4, refused
+    below); at 4 ours gives the official captions of at most one word, and
+    one word each when </s> is unlikely."""
+    ref, head, model = decode_pair
+    images = images_of(4, seed=5).double()
+    ids = model.tokenizer.mask_token_id, len(model.tokenizer)
+    for num_beams in (1, 3):
+        empty, _ = official_generate(ref, head, images, num_beams, 3, 0.6,
+                                     *ids)
+        assert empty == [[]] * 4
+        expected, _ = official_generate(ref, head, images, num_beams, 4, 0.6,
+                                        *ids)
+        assert max(len(w) for w in expected) == 1
+        for use_cache in (True, False):
+            assert model.generate(images, num_beams=num_beams, max_len=4,
+                                  use_cache=use_cache)[0] == expected
+    no_eos = build(spm, max_len=4)
+    with torch.no_grad():
+        no_eos.mlm_head.bias[EOS] = -100.
+    words, _ = no_eos.generate(images_of(3))
+    assert [len(w) for w in words] == [1, 1, 1]
+    with pytest.raises(ValueError, match='max_len=3.*every caption would be '
+                       'empty: set max_len >= 4'):
+        no_eos.generate(images_of(3), max_len=3)
+
+
 def test_cache_encodes_each_image_once(decode_pair, monkeypatch):
     _, _, model = decode_pair
     calls = []
@@ -557,6 +585,36 @@ def test_predict_sets_pred_caption(spm):
     assert [s.pred_caption for s in out] == [s.pred_caption for s in samples]
 
 
+def test_pred_caption_skips_special_tokens(spm, monkeypatch):
+    model = build(spm)
+    tok = model.tokenizer
+    words = tok('a red circle')['input_ids'][1:-1]
+    special = ([tok.bos_token_id, tok.pad_token_id] + words[:3] +
+               [tok.unk_token_id, tok.mask_token_id] + words[3:] +
+               [tok.eos_token_id])
+    monkeypatch.setattr(model, 'generate', lambda images: ([special], [0.]))
+    (sample, ) = model.predict(images_of(1))
+    assert sample.pred_caption == 'a red circle'
+    assert tok.decode(special) != 'a red circle'
+
+
+def test_defaults_are_the_recipe(spm):
+    """mask_prob 0.6, label smoothing 0.1, the worst 20% dropped after step
+    12000, 32 training tokens, beam 3, length penalty 0.6, 64 decoding
+    tokens with the cache; mlm_head is Linear(D, 64010) of BEiT3's
+    default vocabulary, a BEiT3VLModel."""
+    from beit3_mm.models.multimodal.base import BEiT3VLModel
+    model = MODELS.build(model_cfg(spm, vocab_size=64010))
+    assert isinstance(model, BEiT3VLModel)
+    assert (model.mask_prob, model.label_smoothing, model.drop_worst_ratio,
+            model.drop_worst_after, model.max_text_len) == (0.6, 0.1, 0.2,
+                                                            12000, 32)
+    assert (model.num_beams, model.length_penalty, model.max_len,
+            model.use_cache) == (3, 0.6, 64, True)
+    assert (model.mlm_head.in_features,
+            model.mlm_head.out_features) == (TINY['embed_dims'], 64010)
+
+
 # -------------------------------------------------------------- bad input
 def test_bad_input_errors(spm):
     model = build(spm)
@@ -597,6 +655,8 @@ def test_errors_are_one_line_and_name_the_fix(spm):
          'gt_caption', 'PackInputs.algorithm_keys'),
         (lambda: model.loss(images, [DataSample(gt_caption=[], image_id=3)]
                             * 2), 'empty gt_caption', 'remove it'),
+        (lambda: model.corrupt(*padded_ids([5, 2], 6)),
+         'captions [1] of the batch have no token', 'remove them'),
         (lambda: model.generate(images, max_len=3), 'max_len=3',
          'set max_len >= 4'),
         (lambda: model.generate(images, num_beams=0), 'num_beams=0',

@@ -161,7 +161,8 @@ class CaptionMetric(COCOCaption):
     (``Bleu_1``..``Bleu_4``), ``METEOR``, ``ROUGE_L`` and ``CIDEr`` (CIDEr-D),
     as fractions (CIDEr 1.336 is the "133.6" of papers). Predictions
     (``pred_caption``, ``image_id``) are de-duplicated by image id and scored
-    against the ground-truth captions of the predicted images.
+    against the ground-truth captions of the predicted images; empty
+    predictions are counted in a warning.
 
     Args:
         ann_file (str, optional): COCO-format caption ground truth
@@ -210,6 +211,15 @@ class CaptionMetric(COCOCaption):
         preds = {}
         for result in results:
             preds.setdefault(result['image_id'], result['caption'])
+        empty = [k for k, v in preds.items() if not v.strip()]
+        if empty:
+            print_log(
+                f'{type(self).__name__}: {len(empty)} of {len(preds)} '
+                f'predicted captions are empty (e.g. image {empty[0]!r}) and '
+                'score 0: the model ends at </s> first (untrained?) or '
+                'predicts words without text',
+                logger='current',
+                level=logging.WARNING)
         if self.outfile_prefix is not None:
             out_file = f'{self.outfile_prefix}.caption.json'
             mmengine.dump([

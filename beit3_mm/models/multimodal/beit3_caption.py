@@ -11,7 +11,8 @@ from mmpretrain.structures import DataSample
 from beit3_mm.registry import MODELS
 from beit3_mm.utils import read_checkpoint
 from ..layers import KVCache
-from ..utils import model_state_dict, released_kind, split_backbone
+from ..utils import (corrupt_tokens, model_state_dict, released_kind,
+                     split_backbone)
 from .base import BEiT3VLModel
 
 Tensor = torch.Tensor
@@ -126,8 +127,9 @@ class BEiT3Caption(BEiT3VLModel):
         length_penalty (float): exponent of the length normalisation.
             Defaults to 0.6.
         max_len (int): the official ``num_max_bpe_tokens`` of decoding
-            (a caption holds at most ``max_len - 3`` words); at most the
-            backbone's ``num_text_positions - 1``. Defaults to 64.
+            (a caption holds at most ``max_len - 3`` words, so at least
+            4); at most the backbone's ``num_text_positions - 1``. Defaults
+            to 64.
         use_cache (bool): decode with the key/value cache; False re-runs
             the full sequence at every step (same tokens, slower). Defaults
             to True.
@@ -184,10 +186,12 @@ class BEiT3Caption(BEiT3VLModel):
             raise ValueError(f'num_beams={num_beams}: beam search needs at '
                              f'least 1 beam (1 for greedy)')
         if max_len < 4:
+            # the official search feeds <s>, the words and <mask>, fewer
+            # than max_len tokens, and drops the word of its last step
             raise ValueError(
-                f'max_len={max_len} leaves no room for a word (a caption '
-                f'holds at most max_len - 3 words): set max_len >= 4 (64 '
-                f'for COCO)')
+                f'max_len={max_len} leaves no room for a word (the official '
+                f'search keeps at most max_len - 3 words), so every caption '
+                f'would be empty: set max_len >= 4 (64 for COCO)')
         # the last step feeds max_len - 1 text tokens, at table rows
         # 2..max_len; checked here rather than after a training epoch
         rows = self.backbone.encoder.embed_positions.B.num_embeddings
@@ -278,7 +282,10 @@ class BEiT3Caption(BEiT3VLModel):
     def corrupt(self, text_ids: Tensor,
                 padding_mask: Tensor) -> Tuple[Tensor, Tensor]:
         """The official masking of ``CaptioningDataset``, drawn anew at each
-        call.
+        call: :func:`corrupt_tokens` of ``clip(int(n * mask_prob + 0.5), 1,
+        n - 1)`` of the positions ``1..n-1`` of each caption (``n`` tokens
+        with ``<s>`` and ``</s>``), random ids from
+        ``[3, tokenizer.vocab_size - 1]``.
 
         Args:
             text_ids: (B, M) ``<s> tokens </s>`` and padding.
@@ -287,32 +294,21 @@ class BEiT3Caption(BEiT3VLModel):
         Returns:
             The corrupted ids (B, M) and the chosen positions (B, M) bool.
         """
-        B, M = text_ids.shape
-        device = text_ids.device
-        lengths = (padding_mask == 0).sum(1).tolist()
-        if min(lengths) < 3:
-            raise ValueError('a caption needs at least one token between '
-                             '<s> and </s>')
-        counts = torch.tensor(
-            [min(max(int(n * self.mask_prob + 0.5), 1), n - 1)
-             for n in lengths], device=device)
-        # a uniformly random subset of `count` positions in 1..n-1
-        pos = torch.arange(M, device=device)
-        valid = (pos > 0) & (pos < torch.tensor(lengths, device=device)[:,
-                                                                        None])
-        keys = torch.rand(B, M, device=device).masked_fill(~valid, 2.)
-        rank = keys.argsort(1).argsort(1)
-        masked_pos = rank < counts[:, None]
-
-        choice = torch.rand(B, M, device=device)
-        random_ids = torch.randint(3, self.tokenizer.vocab_size, (B, M),
-                                   device=device)
-        new_ids = torch.where(choice < 0.8,
-                              torch.full_like(text_ids,
-                                              self._special_id('mask')),
-                              torch.where(choice < 0.9, text_ids,
-                                          random_ids))
-        return torch.where(masked_pos, new_ids, text_ids), masked_pos
+        tokens = padding_mask == 0
+        n = tokens.sum(1)
+        short = (n < 3).nonzero().flatten().tolist()
+        if short:
+            raise ValueError(
+                f'captions {short} of the batch have no token between <s> '
+                f'and </s>: remove them from the annotations')
+        # float64, as the official Python arithmetic
+        counts = torch.minimum(
+            (n.double() * self.mask_prob + 0.5).long().clamp(min=1), n - 1)
+        eligible = tokens.clone()
+        eligible[:, 0] = False  # never <s>
+        return corrupt_tokens(text_ids, eligible, counts,
+                              self._special_id('mask'),
+                              (3, self.tokenizer.vocab_size - 1))
 
     def loss(self, images: Tensor,
              data_samples: List[DataSample]) -> Dict[str, Tensor]:

@@ -13,6 +13,8 @@ from typing import Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from ..utils import corrupt_tokens
+
 Tensor = torch.Tensor
 
 
@@ -171,12 +173,9 @@ class BlockMaskGenerator:
 def mask_text_tokens(text_ids: Tensor, maskable: Tensor, mask_ratio: float,
                      mask_id: int,
                      random_ids: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
-    """BERT corruption with an exact count per text.
-
-    Each row chooses ``max(1, int(n * mask_ratio + 0.5))`` of its ``n``
-    maskable positions (a uniformly random subset; none when ``n = 0``);
-    each chosen token becomes ``mask_id`` (80%), a random id from
-    ``random_ids`` (10%, bounds inclusive) or stays (10%), independently.
+    """BERT corruption with an exact count per text: :func:`corrupt_tokens`
+    of ``max(1, int(n * mask_ratio + 0.5))`` of the ``n`` maskable
+    positions of each row (none when ``n = 0``).
 
     Args:
         text_ids: (B, M) token ids.
@@ -189,17 +188,6 @@ def mask_text_tokens(text_ids: Tensor, maskable: Tensor, mask_ratio: float,
     Returns:
         The corrupted ids (B, M) and the chosen positions (B, M) bool.
     """
-    B, M = text_ids.shape
-    device = text_ids.device
     n = maskable.sum(1)
     count = torch.minimum((n * mask_ratio + 0.5).long().clamp(min=1), n)
-    keys = torch.rand(B, M, device=device).masked_fill(~maskable, 2.)
-    rank = keys.argsort(1).argsort(1)
-    chosen = rank < count[:, None]
-    choice = torch.rand(B, M, device=device)
-    replace = torch.randint(random_ids[0], random_ids[1] + 1, (B, M),
-                            device=device)
-    new_ids = torch.where(
-        choice < 0.8, torch.full_like(text_ids, mask_id),
-        torch.where(choice < 0.9, replace, text_ids))
-    return torch.where(chosen, new_ids, text_ids), chosen
+    return corrupt_tokens(text_ids, maskable, count, mask_id, random_ids)

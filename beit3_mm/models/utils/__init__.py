@@ -1,3 +1,4 @@
+from .text_masking import corrupt_tokens
 from .weight_loading import (CheckpointMismatchError, check_backbone_state,
                              fit_backbone_state, fit_position_tables,
                              is_language_key, load_beit3_checkpoint,
@@ -10,5 +11,5 @@ __all__ = [
     'released_to_mm', 'released_kind', 'fit_backbone_state',
     'model_state_dict', 'split_backbone', 'is_language_key',
     'summarize_keys', 'CheckpointMismatchError', 'check_backbone_state',
-    'fit_position_tables'
+    'fit_position_tables', 'corrupt_tokens'
 ]
