@@ -28,9 +28,7 @@ train_dataloader = dict(
 val_dataloader = dict(
     batch_size=16,
     dataset=dict(
-        _delete_=True,
-        type='COCOCaption',
-        data_root='data/coco',
+        train_dataloader['dataset'],
         ann_file='annotations/coco_karpathy_val.json',
         pipeline=test_pipeline))
 test_dataloader = dict(

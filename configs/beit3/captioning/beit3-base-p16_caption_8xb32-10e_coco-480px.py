@@ -8,8 +8,7 @@ _base_ = [
     '../../_base_/models/beit3-base-p16_caption.py',
     '../../_base_/datasets/coco_caption_480px.py',
     '../../_base_/schedules/adamw_layer-decay_warmup-cosine_amp.py',
-    'mmpretrain::_base_/default_runtime.py',
-    '../../_base_/beit3_runtime.py',
+    '../../_base_/beit3_vl_runtime.py',
 ]
 
 optim_wrapper = dict(
@@ -19,10 +18,6 @@ param_scheduler = [
     dict(_base_.param_scheduler[1], begin=1, end=10),
 ]
 train_cfg = dict(max_epochs=10)
-
 default_hooks = dict(
-    logger=dict(interval=50),
-    checkpoint=dict(
-        max_keep_ckpts=2, save_best='coco-caption/CIDEr', rule='greater'))
+    checkpoint=dict(save_best='coco-caption/CIDEr', rule='greater'))
 auto_scale_lr = dict(base_batch_size=256)
-randomness = dict(seed=42)

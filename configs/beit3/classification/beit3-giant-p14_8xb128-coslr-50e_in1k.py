@@ -13,8 +13,8 @@ model = dict(
     backbone=dict(
         arch='giant',
         drop_path_rate=0.3,
-        with_cp=True,
-        init_cfg=dict(checkpoint='checkpoints/beit3-giant-p14_pretrain_mm.pth')),
+        init_cfg=dict(
+            checkpoint='checkpoints/beit3-giant-p14_pretrain_mm.pth')),
     head=dict(in_channels=1408))
 optim_wrapper = dict(
     optimizer=dict(lr=1e-4), paramwise_cfg=dict(layer_decay_rate=0.9))

@@ -24,7 +24,6 @@ model = dict(
             patch_size=16),
         global_attn_indexes=[9, 19, 29, 39],
         drop_path_rate=0.5,
-        with_cp=True,
         init_cfg=None),
     neck=dict(backbone_channel=1408, in_channels=[352, 704, 1408, 1408]))
 optim_wrapper = dict(paramwise_cfg=dict(layer_decay_rate=0.9))

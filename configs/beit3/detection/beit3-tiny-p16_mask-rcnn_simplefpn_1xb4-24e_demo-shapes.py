@@ -106,8 +106,7 @@ optim_wrapper = dict(
     clip_grad=dict(max_norm=10.))
 max_epochs = 24
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0,
-         end=50),
+    dict(_base_.param_scheduler[0], start_factor=0.01, end=50),
     dict(
         type='CosineAnnealingLR',
         eta_min=1e-5,

@@ -3,24 +3,11 @@
 # 16 GPUs x 192, AdamW lr 1e-4, layer decay 0.65, 20 epochs (5 warm-up),
 # drop path 0.2.
 _base_ = [
-    'mmpretrain::_base_/datasets/flickr30k_retrieval.py',
+    '../../_base_/datasets/flickr30k_retrieval_384px.py',
     '../../_base_/beit3-retrieval_384px.py',
 ]
 
-data_preprocessor = dict(mean=[127.5, 127.5, 127.5], std=[127.5, 127.5, 127.5])
-# Batches are stacked tensors: MultiModalDataPreprocessor reads a list of
-# images as (B, T, C, H, W) sequences.
-train_dataloader = dict(
-    batch_size=192,
-    collate_fn=dict(type='default_collate'),
-    dataset=dict(pipeline={{_base_.beit3_train_pipeline}}))
-val_dataloader = dict(
-    collate_fn=dict(type='default_collate'),
-    dataset=dict(pipeline={{_base_.beit3_test_pipeline}}))
-test_dataloader = dict(
-    collate_fn=dict(type='default_collate'),
-    dataset=dict(pipeline={{_base_.beit3_test_pipeline}}))
-
+train_dataloader = dict(batch_size=192)
 optim_wrapper = dict(optimizer=dict(lr=1e-4))
 # linear warm-up from 1e-6, then cosine to 1e-6, per iteration
 param_scheduler = [
@@ -28,4 +15,3 @@ param_scheduler = [
     dict(_base_.param_scheduler[1], begin=5, end=20),
 ]
 train_cfg = dict(max_epochs=20)
-auto_scale_lr = dict(base_batch_size=3072)

@@ -11,7 +11,7 @@ _base_ = [
 
 size = 392
 model = dict(
-    backbone=dict(arch='giant', img_size=size, with_cp=True),
+    backbone=dict(arch='giant', img_size=size),
     init_cfg=dict(checkpoint='checkpoints/beit3-giant-p14_pretrain_mm.pth'))
 train_pipeline = [dict(t, scale=size) if 'scale' in t else t
                   for t in _base_.beit3_train_pipeline]

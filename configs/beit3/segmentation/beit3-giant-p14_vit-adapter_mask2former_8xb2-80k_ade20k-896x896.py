@@ -15,10 +15,9 @@ model = dict(
     backbone=dict(
         arch='giant',
         drop_path_rate=0.4,
-        with_cp=True,
         interaction_indexes=[[0, 9], [10, 19], [20, 29], [30, 39]],
-        deform_num_heads=16,
-        init_cfg=dict(checkpoint='checkpoints/beit3-giant-p14_pretrain_mm.pth')),
+        init_cfg=dict(
+            checkpoint='checkpoints/beit3-giant-p14_pretrain_mm.pth')),
     decode_head=dict(in_channels=[1408] * 4))
 optim_wrapper = dict(type='AmpOptimWrapper', loss_scale='dynamic')
 strategy = dict(

@@ -103,12 +103,11 @@ optim_wrapper = dict(
     paramwise_cfg=dict(layer_decay_rate=0.9),
     clip_grad=dict(max_norm=1.0))
 max_epochs = 24
+# the recipe's warm-up and poly decay, over 50 iterations and the epochs
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0,
-         end=50),
+    dict(_base_.param_scheduler[0], start_factor=0.01, end=50),
     dict(
-        type='PolyLR',
-        power=1.0,
+        _base_.param_scheduler[1],
         eta_min=1e-5,
         by_epoch=True,
         begin=0,

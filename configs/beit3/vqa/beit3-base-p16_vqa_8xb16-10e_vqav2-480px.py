@@ -10,8 +10,7 @@ _base_ = [
     '../../_base_/models/beit3-base-p16_vqa.py',
     '../../_base_/datasets/vqav2_480px.py',
     '../../_base_/schedules/adamw_layer-decay_warmup-cosine_amp.py',
-    'mmpretrain::_base_/default_runtime.py',
-    '../../_base_/beit3_runtime.py',
+    '../../_base_/beit3_vl_runtime.py',
 ]
 
 # layer decay 1.0: one lr for the whole model, except the head at x20; no
@@ -25,9 +24,4 @@ param_scheduler = [
     dict(_base_.param_scheduler[1], begin=1, end=10),
 ]
 train_cfg = dict(max_epochs=10)
-
-default_hooks = dict(
-    logger=dict(interval=50),
-    checkpoint=dict(max_keep_ckpts=2, save_best='auto'))
 auto_scale_lr = dict(base_batch_size=128)
-randomness = dict(seed=42)

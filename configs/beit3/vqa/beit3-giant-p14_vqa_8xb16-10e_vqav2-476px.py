@@ -10,8 +10,7 @@ _base_ = [
 
 size = 476
 model = dict(
-    backbone=dict(
-        arch='giant', img_size=size, drop_path_rate=0.2, with_cp=True),
+    backbone=dict(arch='giant', img_size=size, drop_path_rate=0.2),
     init_cfg=dict(checkpoint='checkpoints/beit3-giant-p14_pretrain_mm.pth'))
 train_pipeline = [
     dict(t, scale=size) if 'scale' in t else dict(t, policies=[

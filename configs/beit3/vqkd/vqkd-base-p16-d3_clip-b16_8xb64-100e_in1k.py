@@ -20,6 +20,7 @@
 #       work_dirs/vqkd-base-p16-d3_clip-b16_8xb64-100e_in1k/epoch_100.pth \
 #       vqkd_encoder_base_decoder_3x768x12_clip.pth
 _base_ = [
+    '../../_base_/schedules/adamw_layer-decay_warmup-cosine.py',
     'mmpretrain::_base_/default_runtime.py',
     '../../_base_/beit3_runtime.py',
 ]
@@ -92,13 +93,16 @@ train_dataloader = dict(
         split='train',
         pipeline=train_pipeline))
 
+# The fine-tuning recipes' warm-up + cosine (per iteration, epoch-based
+# loop) with VQ-KD's optimizer: no layer decay, no weight decay on 1-D
+# parameters, biases, class tokens and position tables (the teacher and the
+# EMA codebook take no gradient).
 optim_wrapper = dict(
+    _delete_=True,
     type='OptimWrapper',
     optimizer=dict(
         type='AdamW', lr=2e-4, betas=(0.9, 0.99), eps=1e-8,
         weight_decay=1e-4),
-    # official: no decay on 1-D parameters, biases, class tokens and
-    # position tables (the teacher and the EMA codebook take no gradient)
     paramwise_cfg=dict(
         norm_decay_mult=0.,
         bias_decay_mult=0.,
@@ -107,24 +111,12 @@ optim_wrapper = dict(
             '.pos_embed': dict(decay_mult=0.),
             '.cls_token': dict(decay_mult=0.)
         }))
-# official: linear from 0 (LinearLR needs a factor > 0), then cosine
+# official: linear from 0 (LinearLR needs a factor > 0)
 param_scheduler = [
-    dict(
-        type='LinearLR',
-        start_factor=1e-3,
-        by_epoch=True,
-        begin=0,
-        end=10,
-        convert_to_iter_based=True),
-    dict(
-        type='CosineAnnealingLR',
-        eta_min=1e-5,
-        by_epoch=True,
-        begin=10,
-        end=100,
-        convert_to_iter_based=True),
+    dict(_base_.param_scheduler[0], start_factor=1e-3, begin=0, end=10),
+    dict(_base_.param_scheduler[1], eta_min=1e-5, begin=10, end=100),
 ]
-train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=100)
+train_cfg = dict(_delete_=True, type='EpochBasedTrainLoop', max_epochs=100)
 val_cfg = None
 val_dataloader = None
 val_evaluator = None

@@ -46,29 +46,16 @@ model = dict(
     teacher_mean=[123.675, 116.28, 103.53],
     teacher_std=[58.395, 57.12, 57.375])
 
+# the recipe's pipeline at 32, cropping less of the small images
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(
-        type='RandomResizedCrop',
-        scale=32,
-        crop_ratio_range=(0.35, 1.0),
-        backend='pillow',
-        interpolation='bicubic'),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='PackInputs'),
+    dict(t, scale=32, crop_ratio_range=(0.35, 1.0))
+    if t.type == 'RandomResizedCrop' else t for t in _base_.train_pipeline
 ]
 train_dataloader = dict(
-    batch_size=32,
-    num_workers=0,
-    persistent_workers=False,
-    pin_memory=False,
+    batch_size=32, num_workers=0, persistent_workers=False, pin_memory=False,
     dataset=dict(
-        _delete_=True,
-        type='CustomDataset',
-        data_root='data/demo_pretrain',
-        data_prefix='images',
-        with_label=False,
-        pipeline=train_pipeline))
+        _delete_=True, type='CustomDataset', data_root='data/demo_pretrain',
+        data_prefix='images', with_label=False, pipeline=train_pipeline))
 
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
 param_scheduler = [

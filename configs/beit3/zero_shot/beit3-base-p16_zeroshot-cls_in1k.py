@@ -2,19 +2,18 @@
 # each class name in the 80 OpenAI ImageNet prompt templates through the
 # language encoder (embeddings averaged per class), images through the
 # vision encoder at 224, cosine similarity. Test only.
-_base_ = ['mmpretrain::_base_/default_runtime.py', '../../_base_/beit3_runtime.py']
-custom_imports = dict(imports=['beit3_mm'], allow_failed_imports=False)
+_base_ = [
+    '../../_base_/models/beit3-base-p16_multimodal.py',
+    'mmpretrain::_base_/default_runtime.py',
+    '../../_base_/beit3_runtime.py',
+]
 
 model = dict(
     type='BEiT3ZeroShotClassifier',
-    backbone=dict(type='BEiT3', arch='base', img_size=224, output_norm=True),
-    tokenizer=dict(type='BEiT3Tokenizer', name_or_path='data/beit3.spm'),
-    max_text_len=64,
+    backbone=dict(img_size=224, output_norm=True),
     classes='imagenet',  # mmpretrain's simple ImageNet class names
     prompts='openai_imagenet',  # or a list such as ['a photo of a {}.']
-    init_cfg=dict(
-        type='Pretrained',
-        checkpoint='checkpoints/beit3_base_itc_patch16_224.pth'))
+    init_cfg=dict(checkpoint='checkpoints/beit3_base_itc_patch16_224.pth'))
 
 data_preprocessor = dict(
     type='mmpretrain.MultiModalDataPreprocessor',
