@@ -5,7 +5,7 @@ import os
 import os.path as osp
 import subprocess
 import sys
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 
@@ -17,6 +17,8 @@ TINY = dict(
     patch_size=8)
 TINY_IMG = 32
 VOCAB = 100
+# the tests' tiny VQ-KD tokenizer: the TINY encoder, 64 codes of 8 dims
+VQKD_TINY = dict(arch=TINY, img_size=TINY_IMG, num_embed=64, embed_dims=8)
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONVERTER = osp.join(ROOT, 'tools/model_converters/beit3_to_mm.py')
 
@@ -118,6 +120,34 @@ def build_model(cfg):
     return MODELS.build(model)
 
 
+def init_model(cfg, seed: int = 0):
+    """:func:`build_model` then ``init_weights()``, under
+    ``torch.manual_seed(seed)``."""
+    torch.manual_seed(seed)
+    model = build_model(cfg)
+    model.init_weights()
+    return model
+
+
+def plain_optim_wrapper(model, cfg):
+    """The config's optimizer and parameter-wise settings in a plain
+    ``OptimWrapper`` (no AMP: the recipes' loss scaling needs a GPU)."""
+    from mmengine.optim import build_optim_wrapper
+    optim_cfg = dict(cfg.optim_wrapper, type='OptimWrapper')
+    optim_cfg.pop('loss_scale', None)
+    return build_optim_wrapper(model, optim_cfg)
+
+
+def vl_demo(tmp_path_factory, **sizes) -> Tuple[str, Dict[str, str]]:
+    """A VL demo set (:func:`beit3_mm.demo.make_vl_demo` with ``sizes``)
+    whose 60-piece tokenizer stands in for beit3.spm: its root and its
+    files by absolute path."""
+    from beit3_mm.demo import make_vl_demo
+    root = str(tmp_path_factory.mktemp('demo_vl'))
+    files = make_vl_demo(root, vocab_size=60, **sizes)
+    return root, {k: osp.join(root, v) for k, v in files.items()}
+
+
 def padded_ids(lengths, width: int, seed: int = 2):
     """Random text ids ``<s> ... </s>`` of the given lengths padded to
     ``width`` with ``<pad>``, and their padding mask (1 = pad)."""
@@ -157,18 +187,50 @@ def converted_model(cfg, src: str, dst: str, kind: str):
     return model
 
 
-def assert_official_logits(model, images, ids, pad, expected, samples,
-                           expected_from_samples) -> None:
-    """A VL task model gives the official logits from token ids
-    (``forward_logits``) and from the data samples it tokenises itself
-    (``mode='tensor'``)."""
+def assert_released_logits(cfg, src: str, official: Callable, images,
+                           ids, pad, texts: Sequence[str], field: str,
+                           converted: Optional[Tuple[str, str]] = None):
+    """A released VL task file ``src``, loaded into the model of ``cfg``
+    through ``init_cfg`` and (``converted=(dst, kind)``) through
+    :func:`converted_model`, gives the official logits
+    (``official(ids, pad)`` for ``images``): from token ids
+    (``forward_logits``) and from data samples with ``texts`` in ``field``,
+    which the model tokenises itself (``mode='tensor'``)."""
+    from mmpretrain.structures import DataSample
+    expected = official(ids, pad)
+    cfg.model.init_cfg = dict(type='Pretrained', checkpoint=src)
+    model = build_model(cfg).eval()
+    model.init_weights()
+    expected_from_texts = official(*model.tokenize(texts))
+    samples = [DataSample(**{field: t}) for t in texts]
+    models = [model]
+    if converted:
+        models.append(converted_model(cfg, src, *converted))
     with torch.no_grad():
-        torch.testing.assert_close(
-            model.forward_logits(images, ids, pad), expected, rtol=0,
-            atol=1e-5)
-        torch.testing.assert_close(
-            model(images, samples, mode='tensor')['logits'],
-            expected_from_samples, rtol=0, atol=1e-5)
+        for model in models:
+            torch.testing.assert_close(
+                model.forward_logits(images, ids, pad), expected, rtol=0,
+                atol=1e-5)
+            torch.testing.assert_close(
+                model(images, samples, mode='tensor')['logits'],
+                expected_from_texts, rtol=0, atol=1e-5)
+
+
+def assert_padding_is_ignored(model, images) -> None:
+    """``model.forward_logits`` of 2 ``images`` ignores pad tokens (1 =
+    pad): junk ids in the padding or more padding leave the logits as they
+    are; the opposite polarity does not."""
+    ids, pad = padded_ids([6, 4], 6)
+    wide, wide_pad = padded_ids([6, 4], 11)
+    wide[:, :6] = ids
+    wide[:, 6:] = torch.randint(4, VOCAB, (2, 5))
+    wide[1, 4:] = torch.randint(4, VOCAB, (7, ))
+    with torch.no_grad():
+        short = model.forward_logits(images, ids, pad)
+        padded = model.forward_logits(images, wide, wide_pad)
+        flipped = model.forward_logits(images, wide, 1 - wide_pad)
+    torch.testing.assert_close(padded, short, rtol=0, atol=1e-6)
+    assert not torch.allclose(flipped, short, atol=1e-3)
 
 
 def run_tool(*args, cwd, env: Optional[dict] = None, ok: bool = True) -> str:

@@ -29,6 +29,17 @@ def classifier():
             head=dict(type='LinearClsHead', num_classes=3, in_channels=32)))
 
 
+def layer_decay_wrapper(model, **paramwise_cfg):
+    """AdamW (lr 1e-3, weight decay 0.05) with parameter groups by
+    ``LayerDecayOptimWrapperConstructor`` and ``paramwise_cfg``."""
+    return build_optim_wrapper(
+        model,
+        dict(
+            optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
+            constructor='LayerDecayOptimWrapperConstructor',
+            paramwise_cfg=paramwise_cfg))
+
+
 def official_depth(name: str, num_layers: int) -> int:
     """unilm/beit3 optim_factory.get_num_layer_for_vit on the official
     names (``beit3.`` where we have ``backbone.``)."""
@@ -49,12 +60,7 @@ def official_no_decay(name: str, param: torch.Tensor) -> bool:
 
 def test_layer_decay_matches_official():
     model = classifier()
-    wrapper = build_optim_wrapper(
-        model,
-        dict(
-            optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
-            constructor='LayerDecayOptimWrapperConstructor',
-            paramwise_cfg=dict(layer_decay_rate=0.65)))
+    wrapper = layer_decay_wrapper(model, layer_decay_rate=0.65)
     groups = wrapper.optimizer.param_groups
     where = {id(p): g for g in groups for p in g['params']}
     L = TINY['num_layers']
@@ -73,32 +79,17 @@ def test_layer_decay_matches_official():
 
 def test_layer_decay_custom_keys_and_errors():
     model = classifier()
-    wrapper = build_optim_wrapper(
-        model,
-        dict(
-            optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
-            constructor='LayerDecayOptimWrapperConstructor',
-            paramwise_cfg=dict(
-                layer_decay_rate=0.5,
-                custom_keys={'head.': dict(lr_mult=20.)})))
+    wrapper = layer_decay_wrapper(
+        model, layer_decay_rate=0.5,
+        custom_keys={'head.': dict(lr_mult=20.)})
     head_w = model.head.fc.weight
     group = next(g for g in wrapper.optimizer.param_groups
                  if any(p is head_w for p in g['params']))
     assert group['lr'] == pytest.approx(2e-2)
     with pytest.raises(KeyError, match='layer_decay_rate'):
-        build_optim_wrapper(
-            model,
-            dict(
-                optimizer=dict(type='AdamW', lr=1e-3),
-                constructor='LayerDecayOptimWrapperConstructor',
-                paramwise_cfg=dict(layer_decay=0.5)))
+        layer_decay_wrapper(model, layer_decay=0.5)
     with pytest.raises(TypeError, match='no BEiT3'):
-        build_optim_wrapper(
-            torch.nn.Linear(2, 2),
-            dict(
-                optimizer=dict(type='AdamW', lr=1e-3),
-                constructor='LayerDecayOptimWrapperConstructor',
-                paramwise_cfg=dict(layer_decay_rate=0.5)))
+        layer_decay_wrapper(torch.nn.Linear(2, 2), layer_decay_rate=0.5)
 
 
 class _Sample:

@@ -194,11 +194,23 @@ def train_args(demo, work: str, max_epochs: int = 6) -> list:
     ]
 
 
+def last_checkpoint(work: str) -> dict:
+    return torch.load(osp.join(work, 'epoch_6.pth'), weights_only=True)
+
+
 @pytest.fixture(scope='module')
 def uninterrupted(demo) -> dict:
     work = osp.join(demo.root, 'uninterrupted')
     run_tool(*train_args(demo, work), cwd=demo.root)
-    return torch.load(osp.join(work, 'epoch_6.pth'), weights_only=True)
+    return last_checkpoint(work)
+
+
+def assert_resumes_exactly(demo, work: str, uninterrupted: dict) -> None:
+    """``--resume`` of the run stopped in ``work`` after epoch 3 ends in
+    the state of the uninterrupted run."""
+    out = run_tool(*train_args(demo, work), '--resume', cwd=demo.root)
+    assert 'resumed epoch: 3' in out
+    assert_same_training_state(uninterrupted, last_checkpoint(work))
 
 
 def assert_same_training_state(a: dict, b: dict) -> None:
@@ -231,11 +243,7 @@ def assert_equal(a, b, where: str = '') -> None:
 def test_resume_after_stop_is_exact(demo, uninterrupted):
     work = osp.join(demo.root, 'stopped')
     run_tool(*train_args(demo, work, max_epochs=3), cwd=demo.root)
-    out = run_tool(*train_args(demo, work), '--resume', cwd=demo.root)
-    assert 'resumed epoch: 3' in out
-    assert_same_training_state(
-        uninterrupted,
-        torch.load(osp.join(work, 'epoch_6.pth'), weights_only=True))
+    assert_resumes_exactly(demo, work, uninterrupted)
 
 
 @pytest.mark.slow
@@ -258,12 +266,7 @@ def test_resume_after_kill_is_exact(demo, uninterrupted):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert not osp.exists(osp.join(work, 'epoch_4.pth')), 'killed too late'
-
-    out = run_tool(*train_args(demo, work), '--resume', cwd=demo.root)
-    assert 'resumed epoch: 3' in out
-    assert_same_training_state(
-        uninterrupted,
-        torch.load(osp.join(work, 'epoch_6.pth'), weights_only=True))
+    assert_resumes_exactly(demo, work, uninterrupted)
 
 
 @pytest.mark.slow
@@ -281,8 +284,7 @@ def test_distributed_resume_is_exact(demo):
     dist_train(full, 6)
     dist_train(stopped, 3)
     assert 'resumed epoch: 3' in dist_train(stopped, 6, '--resume')
-    a, b = (torch.load(osp.join(work, 'epoch_6.pth'), weights_only=True)
-            for work in (full, stopped))
+    a, b = last_checkpoint(full), last_checkpoint(stopped)
     assert len(a['random_states']) == 2
     assert not torch.equal(a['random_states'][0]['torch'],
                            a['random_states'][1]['torch'])

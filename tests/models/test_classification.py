@@ -6,8 +6,8 @@ import sys
 
 import pytest
 import torch
-from helpers import (ROOT, TINY, TINY_IMG, VOCAB, official_resize,
-                     save_released, torchscale_beit3)
+from helpers import (ROOT, TINY, TINY_IMG, VOCAB, build_model,
+                     official_resize, save_released, torchscale_beit3)
 from mmengine.config import Config
 from mmengine.runner import load_checkpoint
 
@@ -17,24 +17,21 @@ CFG_DIR = osp.join(ROOT, 'configs/beit3/classification')
 BASE_CFG = osp.join(CFG_DIR, 'beit3-base-p16_8xb128-coslr-50e_in1k.py')
 
 
-def build_model(cfg: Config):
-    """The model of a config, with its data preprocessor, as the Runner
-    builds it."""
-    from mmpretrain.registry import MODELS
-    model = dict(cfg.model)
-    model.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
-    return MODELS.build(model)
-
-
-def test_converted_in1k_file_gives_official_logits(tmp_path):
-    ref = torchscale_beit3(TINY, TINY_IMG, output_norm=False)
-    g = torch.Generator().manual_seed(3)
-    heads = {
+def in1k_heads(g: torch.Generator) -> dict:
+    """Random heads of a released in1k file: ``fc_norm``, a 5-class
+    ``head``."""
+    return {
         'fc_norm.weight': 1 + 0.1 * torch.randn(32, generator=g),
         'fc_norm.bias': 0.1 * torch.randn(32, generator=g),
         'head.weight': torch.randn(5, 32, generator=g),
         'head.bias': torch.randn(5, generator=g),
     }
+
+
+def test_converted_in1k_file_gives_official_logits(tmp_path):
+    ref = torchscale_beit3(TINY, TINY_IMG, output_norm=False)
+    g = torch.Generator().manual_seed(3)
+    heads = in1k_heads(g)
     src = save_released(tmp_path / 'in1k.pth', ref.state_dict(), heads)
     dst = tmp_path / 'in1k_mm.pth'
     out = subprocess.run(
@@ -144,12 +141,7 @@ def test_in1k_logits_match_timm(tmp_path):
                                                 checkpoint_filter_fn)
     ref = torchscale_beit3(TINY, TINY_IMG, output_norm=False, seed=5)
     g = torch.Generator().manual_seed(4)
-    heads = {
-        'fc_norm.weight': 1 + 0.1 * torch.randn(32, generator=g),
-        'fc_norm.bias': 0.1 * torch.randn(32, generator=g),
-        'head.weight': torch.randn(5, 32, generator=g),
-        'head.bias': torch.randn(5, generator=g),
-    }
+    heads = in1k_heads(g)
     src = save_released(tmp_path / 'in1k.pth', ref.state_dict(), heads)
     timm_model = VisionTransformer(
         img_size=TINY_IMG, patch_size=8, embed_dim=32, depth=2, num_heads=4,

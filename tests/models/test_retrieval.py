@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import (ROOT, TINY, TINY_IMG, VOCAB, build_model, converted_model,
-                     official_resize, padded_ids, save_released,
+                     init_model, official_resize, padded_ids, save_released,
                      torchscale_beit3)
 from mmengine.config import Config
 from mmpretrain.structures import DataSample
@@ -196,10 +196,7 @@ def test_itc_file_loads_at_384_like_the_official_resize(tmp_path, spm):
 # ------------------------------------------------------------- loss, masks
 @pytest.fixture(scope='module')
 def tiny_model(spm):
-    torch.manual_seed(0)
-    model = build_model(tiny_cfg(COCO_CFG, spm))
-    model.init_weights()
-    return model
+    return init_model(tiny_cfg(COCO_CFG, spm))
 
 
 def test_loss_is_the_clip_loss(tiny_model):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import (ROOT, pretrain_heads, randomize_, run_readme_demo,
+from helpers import (ROOT, TINY, pretrain_heads, randomize_, run_readme_demo,
                      save_released, torchscale_beit3)
 from mmengine.config import Config
 from mmengine.logging import MMLogger
@@ -23,12 +23,7 @@ SEG_CFGS = osp.join(ROOT, 'configs/beit3/segmentation')
 DEMO_CFG = osp.join(
     SEG_CFGS, 'beit3-tiny-p16_vit-adapter_mask2former_1xb4-24e_demo-shapes.py')
 # Four layers (one per interaction stage), patch 16 as the released models.
-ARCH = dict(
-    embed_dims=32,
-    num_layers=4,
-    num_heads=4,
-    feedforward_channels=64,
-    patch_size=16)
+ARCH = dict(TINY, num_layers=4, patch_size=16)
 IMG = 64
 
 

@@ -5,20 +5,21 @@ import os
 import os.path as osp
 import subprocess
 import sys
+from functools import partial
 
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import (ROOT, TINY, TINY_IMG, VOCAB, assert_official_logits,
-                     build_model, converted_model, padded_ids, random_heads,
-                     save_released, torchscale_beit3)
+from helpers import (ROOT, TINY, TINY_IMG, VOCAB, assert_padding_is_ignored,
+                     assert_released_logits, build_model, init_model,
+                     padded_ids, plain_optim_wrapper, random_heads,
+                     save_released, torchscale_beit3, vl_demo)
 from mmengine.config import Config
 from mmpretrain.structures import DataSample
 
 import beit3_mm  # noqa: F401
 from beit3_mm.datasets import (build_answer_list, load_answer_list,
                                normalize_answer, save_answer_list)
-from beit3_mm.demo import make_vl_demo
 from beit3_mm.models import BEiT3
 
 CFG_DIR = osp.join(ROOT, 'configs/beit3/vqa')
@@ -33,12 +34,8 @@ BASE_ARCH = BEiT3.arch_zoo['base']
 
 @pytest.fixture(scope='module')
 def demo(tmp_path_factory):
-    """A small VL demo set: its tokenizer stands in for beit3.spm."""
-    root = str(tmp_path_factory.mktemp('demo_vl'))
-    files = make_vl_demo(
-        root, num_train=8, num_val=6, num_train_pairs=2, num_val_pairs=2,
-        vocab_size=60)
-    return root, {k: osp.join(root, v) for k, v in files.items()}
+    return vl_demo(tmp_path_factory, num_train=8, num_val=6,
+                   num_train_pairs=2, num_val_pairs=2)
 
 
 def tiny_cfg(path: str, demo, img_size: int = TINY_IMG) -> Config:
@@ -106,29 +103,16 @@ def test_released_vqa_file_gives_official_logits(tmp_path, demo, arch):
     g = torch.Generator().manual_seed(0)
     images = torch.randn(3, 3, img_size, img_size, generator=g)
     ids, pad = padded_ids([5, 9, 3], 10)
-    expected = official_vqa_logits(ref, heads, images, ids, pad)
     questions = ['what color is the circle?', 'is there a red square?',
                  'how many shapes are there?']
-
     cfg = tiny_cfg(BASE_CFG, demo, img_size)
     cfg.model.backbone.arch = TINY if arch == 'tiny' else 'base'
-    cfg.model.init_cfg = dict(type='Pretrained', checkpoint=src)
-    model = build_model(cfg).eval()
-    model.init_weights()
-    q_ids, q_pad = model.tokenize(questions)
-    expected_q = official_vqa_logits(ref, heads, images, q_ids, q_pad)
-    del ref
-
-    samples = [DataSample(question=q) for q in questions]
-
-    def check(model):
-        assert_official_logits(model, images, ids, pad, expected, samples,
-                               expected_q)
-
-    check(model)
-    if arch == 'base':  # the converter's key mapping does not depend on it
-        return
-    check(converted_model(cfg, src, str(tmp_path / 'vqa_mm.pth'), 'vqa'))
+    # the converter's key mapping does not depend on the arch: tiny only
+    assert_released_logits(
+        cfg, src, partial(official_vqa_logits, ref, heads, images), images,
+        ids, pad, questions, 'question',
+        converted=None if arch == 'base' else
+        (str(tmp_path / 'vqa_mm.pth'), 'vqa'))
 
 
 def test_pretraining_file_initialises_backbone_only(tmp_path, demo):
@@ -140,9 +124,7 @@ def test_pretraining_file_initialises_backbone_only(tmp_path, demo):
                         pretrain_heads(32))
     cfg = tiny_cfg(BASE_CFG, demo, img_size=48)
     cfg.model.init_cfg = dict(type='Pretrained', checkpoint=src)
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    model.init_weights()
+    model = init_model(cfg)
     key = 'encoder.embed_positions.A.weight'
     torch.testing.assert_close(
         model.backbone.state_dict()[key],
@@ -157,10 +139,7 @@ def test_pretraining_file_initialises_backbone_only(tmp_path, demo):
 # ------------------------------------------------------- targets and loss
 @pytest.fixture(scope='module')
 def tiny_model(demo):
-    torch.manual_seed(0)
-    model = build_model(tiny_cfg(BASE_CFG, demo))
-    model.init_weights()
-    return model
+    return init_model(tiny_cfg(BASE_CFG, demo))
 
 
 def test_soft_targets_and_loss_are_official(tiny_model):
@@ -200,19 +179,8 @@ def test_soft_targets_and_loss_are_official(tiny_model):
 def test_padding_does_not_change_the_answers(tiny_model):
     """Pad tokens (1 = pad) are ignored: junk ids in the padding or more
     padding leave the logits as they are; the opposite polarity does not."""
-    model = tiny_model.eval()
-    images = torch.randn(2, 3, TINY_IMG, TINY_IMG)
-    ids, pad = padded_ids([6, 4], 6)
-    wide, wide_pad = padded_ids([6, 4], 11)
-    wide[:, :6] = ids
-    wide[:, 6:] = torch.randint(4, VOCAB, (2, 5))
-    wide[1, 4:] = torch.randint(4, VOCAB, (7, ))
-    with torch.no_grad():
-        short = model.forward_logits(images, ids, pad)
-        padded = model.forward_logits(images, wide, wide_pad)
-        flipped = model.forward_logits(images, wide, 1 - wide_pad)
-    torch.testing.assert_close(padded, short, rtol=0, atol=1e-6)
-    assert not torch.allclose(flipped, short, atol=1e-3)
+    assert_padding_is_ignored(tiny_model.eval(),
+                              torch.randn(2, 3, TINY_IMG, TINY_IMG))
 
 
 def test_predict_gives_vqa_answers_for_vqaacc(tiny_model):
@@ -371,7 +339,6 @@ def test_recipe_trains_and_predicts(path, demo, tmp_path):
     """Each recipe's pipelines, collate, preprocessor, model and optimizer
     (tiny arch, patch 16, CPU): a loss step, a VQAAcc evaluation and a
     ReportVQA file."""
-    from mmengine.optim import build_optim_wrapper
     from mmengine.registry import init_default_scope
     from mmpretrain.evaluation import ReportVQA, VQAAcc
     init_default_scope('mmpretrain')
@@ -381,9 +348,7 @@ def test_recipe_trains_and_predicts(path, demo, tmp_path):
     cfg.model.backbone.arch = dict(TINY, patch_size=16)
     model = build_model(cfg)
     model.init_weights()
-    optim_cfg = dict(cfg.optim_wrapper, type='OptimWrapper')
-    optim_cfg.pop('loss_scale')
-    wrapper = build_optim_wrapper(model, optim_cfg)
+    wrapper = plain_optim_wrapper(model, cfg)
     head = {id(p) for p in model.head.parameters()}
     for group in wrapper.optimizer.param_groups:
         in_head = id(group['params'][0]) in head
@@ -427,9 +392,7 @@ def test_inferencer_takes_the_demo_config(demo, tmp_path):
     cfg = Config.fromfile(DEMO_CFG)
     cfg.model.tokenizer.name_or_path = files['tokenizer']
     cfg.model.answer_list = files['vqa_answer_list']
-    torch.manual_seed(0)
-    model = build_model(cfg).eval()
-    model.init_weights()
+    model = init_model(cfg).eval()
     ckpt = str(tmp_path / 'demo.pth')
     save_checkpoint(model.state_dict(), ckpt)
 

@@ -13,30 +13,18 @@ import beit3_mm  # noqa: F401
 from beit3_mm.models.selfsup import (NormEMAVectorQuantizer, VQKDTokenizer,
                                      mmpretrain_to_official)
 from beit3_mm.models.utils.weight_loading import CheckpointMismatchError
-from helpers import official_vqkd_codes, official_vqkd_state, randomize_
+from helpers import (VQKD_TINY, official_vqkd_codes, official_vqkd_state,
+                     randomize_)
 
-ARCH = dict(
-    embed_dims=32,
-    num_layers=2,
-    num_heads=4,
-    feedforward_channels=64,
-    patch_size=8)
-IMG = 32
-NUM_EMBED = 64
-CODE_DIMS = 8
+ARCH, IMG = VQKD_TINY['arch'], VQKD_TINY['img_size']
+NUM_EMBED, CODE_DIMS = VQKD_TINY['num_embed'], VQKD_TINY['embed_dims']
 VIT_ARCH = {k: v for k, v in ARCH.items() if k != 'patch_size'}
 
 
 def tokenizer(init_cfg=None, **kwargs) -> VQKDTokenizer:
-    cfg = dict(
-        type='VQKDTokenizer',
-        arch=ARCH,
-        img_size=IMG,
-        num_embed=NUM_EMBED,
-        embed_dims=CODE_DIMS,
-        init_cfg=init_cfg)
-    cfg.update(kwargs)
-    return MODELS.build(cfg)
+    return MODELS.build(
+        dict(type='VQKDTokenizer', **dict(VQKD_TINY, **kwargs),
+             init_cfg=init_cfg))
 
 
 def official_file(path, state=None, **extra) -> str:
@@ -482,10 +470,7 @@ def test_target_generator_of_mmpretrain_beit(tmp_path):
                 loss=dict(type='CrossEntropyLoss')),
             target_generator=dict(
                 type='VQKDTokenizer',
-                arch=ARCH,
-                img_size=IMG,
-                num_embed=NUM_EMBED,
-                embed_dims=CODE_DIMS,
+                **VQKD_TINY,
                 init_cfg=dict(type='Pretrained', checkpoint=path)),
             data_preprocessor=dict(
                 type='TwoNormDataPreprocessor',

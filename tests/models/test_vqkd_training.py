@@ -20,18 +20,11 @@ import beit3_mm  # noqa: F401
 from beit3_mm.engine.hooks import CodebookUsageHook
 from beit3_mm.models.selfsup import (VQKDTokenizer, VQKDTrainer,
                                      vqkd_official_state)
-from helpers import (ROOT, official_vit_patch_tokens, official_vqkd_state,
-                     randomize_, run_tool)
+from helpers import (ROOT, VQKD_TINY, official_vit_patch_tokens,
+                     official_vqkd_state, randomize_, run_tool)
 
-ARCH = dict(
-    embed_dims=32,
-    num_layers=2,
-    num_heads=4,
-    feedforward_channels=64,
-    patch_size=8)
-IMG = 32
-NUM_EMBED = 64
-CODE_DIMS = 8
+ARCH, IMG = VQKD_TINY['arch'], VQKD_TINY['img_size']
+NUM_EMBED, CODE_DIMS = VQKD_TINY['num_embed'], VQKD_TINY['embed_dims']
 TEACHER_DIMS = 24  # official_vqkd_state's default decoder_out_dims
 TEACHER_ARCH = dict(
     embed_dims=TEACHER_DIMS,
@@ -78,10 +71,7 @@ def trainer(teacher_file, decoder_depth=1, **kwargs) -> VQKDTrainer:
         teacher=teacher_cfg(teacher_file),
         teacher_mean=IMAGENET_MEAN,
         teacher_std=IMAGENET_STD,
-        arch=ARCH,
-        img_size=IMG,
-        num_embed=NUM_EMBED,
-        embed_dims=CODE_DIMS,
+        **VQKD_TINY,
         decoder_depth=decoder_depth,
         decoder_out_dims=TEACHER_DIMS,
         data_preprocessor=dict(
@@ -345,8 +335,7 @@ def test_official_layout(tmp_path, teacher_file, decoder_depth):
     codes = model(x, mode='tensor')
     for path in (tmp_path / 'vqkd.pth', ckpt):
         tokenizer = MODELS.build(dict(
-            type='VQKDTokenizer', arch=ARCH, img_size=IMG,
-            num_embed=NUM_EMBED, embed_dims=CODE_DIMS,
+            type='VQKDTokenizer', **VQKD_TINY,
             init_cfg=dict(type='Pretrained', checkpoint=str(path))))
         tokenizer.init_weights()
         tokenizer.train()
@@ -465,8 +454,7 @@ def test_in1k_teacher_is_the_official_clip_target(tmp_path):
 
     cfg = Config.fromfile(IN1K_CFG)
     model_cfg = cfg.model
-    model_cfg.update(arch=ARCH, img_size=IMG, num_embed=NUM_EMBED,
-                     embed_dims=CODE_DIMS, decoder_depth=1,
+    model_cfg.update(**VQKD_TINY, decoder_depth=1,
                      decoder_out_dims=out_dims)
     model_cfg.teacher.update(
         arch=dict(embed_dims=D, num_layers=L, num_heads=heads,

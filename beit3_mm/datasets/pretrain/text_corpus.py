@@ -9,9 +9,8 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 from mmengine.dataset import BaseDataset
-from mmpretrain.registry import TOKENIZER
 
-from beit3_mm.registry import DATASETS
+from beit3_mm.registry import DATASETS, TOKENIZER
 
 from .utils import PositionalReader, build_once, save_npy_atomic
 

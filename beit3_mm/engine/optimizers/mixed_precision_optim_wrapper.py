@@ -7,7 +7,8 @@ import torch
 import torch.nn as nn
 from mmengine.device import get_device
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
-from mmengine.registry import OPTIM_WRAPPERS
+
+from beit3_mm.registry import OPTIM_WRAPPERS
 
 
 @OPTIM_WRAPPERS.register_module()

@@ -10,8 +10,8 @@ import torch.nn as nn
 from mmengine._strategy import deepspeed as mmengine_deepspeed
 from mmengine._strategy.base import BaseStrategy
 from mmengine.dist import is_distributed
-from mmengine.registry import OPTIMIZERS, STRATEGIES
 
+from beit3_mm.registry import OPTIMIZERS, STRATEGIES
 from beit3_mm.utils import read_checkpoint
 
 DeepSpeedStrategy = mmengine_deepspeed.DeepSpeedStrategy

@@ -8,11 +8,11 @@ import torch.nn as nn
 from mmengine._strategy import BaseStrategy, FSDPStrategy
 from mmengine.optim import BaseOptimWrapper
 from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-from mmengine.registry import FUNCTIONS, STRATEGIES
 from torch.distributed.fsdp._runtime_utils import _lazy_init
 from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
 
 from beit3_mm.models.layers import MultiwayTransformerLayer
+from beit3_mm.registry import FUNCTIONS, STRATEGIES
 
 
 @FUNCTIONS.register_module()

@@ -6,9 +6,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from mmengine.logging import MMLogger
 from mmengine.model import BaseModel
-from mmpretrain.registry import TOKENIZER
 
-from beit3_mm.registry import MODELS
+from beit3_mm.registry import MODELS, TOKENIZER
 from ..backbones import BEiT3
 from ..utils.weight_loading import load_beit3_model
 

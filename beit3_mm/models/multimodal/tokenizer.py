@@ -1,8 +1,9 @@
 """The BEiT-3 tokenizer: ``beit3.spm`` read with the XLM-R convention."""
 import os.path as osp
 
-from mmpretrain.registry import TOKENIZER
 from transformers import XLMRobertaTokenizer
+
+from beit3_mm.registry import TOKENIZER
 
 BEIT3_SPM_URL = ('https://github.com/addf400/files/releases/download/beit3/'
                  'beit3.spm')

@@ -182,8 +182,70 @@ def _init_linear_and_norm(m: nn.Module) -> None:
         nn.init.zeros_(m.bias)
 
 
+def _task_layer(embed_dims: int, out_dims: int) -> nn.Sequential:
+    """The official task layer: Linear - Tanh - Linear to ``out_dims``."""
+    return nn.Sequential(
+        nn.Linear(embed_dims, embed_dims), nn.Tanh(),
+        nn.Linear(embed_dims, out_dims))
+
+
+class VQKDEncoderMixin:
+    """What :class:`VQKDTokenizer` and
+    :class:`~beit3_mm.models.selfsup.VQKDTrainer` share: the official
+    ``VQKD`` modules under their names, and the encoding to codes."""
+
+    def _build_vqkd(self,
+                    arch: Union[str, dict],
+                    img_size: int,
+                    num_embed: int,
+                    embed_dims: int,
+                    beta: float,
+                    decay: float,
+                    kmeans_init: bool,
+                    decoder_depth: Optional[int] = None,
+                    decoder_out_dims: Optional[int] = None) -> None:
+        """``encoder`` (:class:`VQKDViT`), ``encode_task_layer`` (to
+        ``embed_dims``) and ``quantize`` (:class:`NormEMAVectorQuantizer`
+        of ``num_embed`` codes); given ``decoder_depth``, also ``decoder``
+        (a :class:`VQKDViT` of patch size 1 over the codes) and
+        ``decode_task_layer`` (to ``decoder_out_dims``), in the trainer's
+        module order."""
+        self.encoder = VQKDViT(arch, img_size)
+        settings = self.encoder.arch_settings
+        D = self.encoder.embed_dims
+        if decoder_depth is not None:
+            self.decoder = VQKDViT(
+                dict(settings, num_layers=decoder_depth, patch_size=1),
+                img_size // settings['patch_size'],
+                in_channels=embed_dims)
+        self.encode_task_layer = _task_layer(D, embed_dims)
+        if decoder_depth is not None:
+            self.decode_task_layer = _task_layer(D, decoder_out_dims)
+        self.quantize = NormEMAVectorQuantizer(num_embed, embed_dims, beta,
+                                               decay, kmeans_init)
+        self.num_embed = num_embed
+
+    def encode_features(self, images: Tensor) -> Tensor:
+        """The quantizer's input (B, h * w, embed_dims) from images
+        (B, 3, H, W) in [-1, 1]; the task layer runs in float32, outside
+        autocast, as in the official ``encode``."""
+        features = self.encoder(images)
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            return self.encode_task_layer(
+                features.type_as(self.encode_task_layer[-1].weight))
+
+    @torch.no_grad()
+    def get_codebook_indices(self, images: Tensor) -> Tensor:
+        """Codes (B, h * w), int64, of images (B, 3, H, W) in [-1, 1],
+        with no side effects (no codebook update, no usage count): the
+        official ``VQKD.get_codebook_indices`` after its pre-processing."""
+        z = F.normalize(self.encode_features(images), p=2, dim=-1)
+        B, N, C = z.shape
+        return self.quantize.nearest(z.reshape(B * N, C)).view(B, N)
+
+
 @MODELS.register_module()
-class VQKDTokenizer(BaseModule):
+class VQKDTokenizer(VQKDEncoderMixin, BaseModule):
     """BEiT v2's VQ-KD tokenizer: image -> one of ``num_embed`` codes per
     patch, the targets of masked image modeling.
 
@@ -235,13 +297,8 @@ class VQKDTokenizer(BaseModule):
                  frozen: bool = True,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
-        self.encoder = VQKDViT(arch, img_size)
-        D = self.encoder.embed_dims
-        self.encode_task_layer = nn.Sequential(
-            nn.Linear(D, D), nn.Tanh(), nn.Linear(D, embed_dims))
-        self.quantize = NormEMAVectorQuantizer(
-            num_embed, embed_dims, beta, decay, quantize_kmeans_init)
-        self.num_embed = num_embed
+        self._build_vqkd(arch, img_size, num_embed, embed_dims, beta, decay,
+                         quantize_kmeans_init)
         self.frozen = frozen
         self._codebook_checked = False
         if frozen:
@@ -266,19 +323,9 @@ class VQKDTokenizer(BaseModule):
         super().init_weights()
         self.encode_task_layer.apply(_init_linear_and_norm)
 
-    def encode_features(self, images: Tensor) -> Tensor:
-        """The quantizer's input (B, h * w, embed_dims) from images
-        (B, 3, H, W) in [-1, 1]; the task layer runs in float32, outside
-        autocast, as in the official ``encode``."""
-        features = self.encoder(images)
-        with torch.autocast(device_type=images.device.type, enabled=False):
-            return self.encode_task_layer(
-                features.type_as(self.encode_task_layer[-1].weight))
-
-    @torch.no_grad()
     def get_codebook_indices(self, images: Tensor) -> Tensor:
-        """Codes (B, h * w), int64, of images (B, 3, H, W) in [-1, 1]:
-        the official ``VQKD.get_codebook_indices`` after its pre-processing.
+        """Codes (B, h * w), int64, of images (B, 3, H, W) in [-1, 1]: see
+        :meth:`VQKDEncoderMixin.get_codebook_indices`.
 
         Raises:
             RuntimeError: the codebook was never set (k-means init pending
@@ -286,9 +333,7 @@ class VQKDTokenizer(BaseModule):
         """
         if not self._codebook_checked:
             self._check_codebook()
-        z = F.normalize(self.encode_features(images), p=2, dim=-1)
-        B, N, C = z.shape
-        return self.quantize.nearest(z.reshape(B * N, C)).view(B, N)
+        return super().get_codebook_indices(images)
 
     def _check_codebook(self) -> None:
         """Once, before the first lookup (a host-device sync)."""

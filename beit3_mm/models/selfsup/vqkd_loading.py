@@ -18,7 +18,7 @@ import torch
 from mmengine.logging import MMLogger, print_log
 
 from beit3_mm.utils import read_checkpoint
-from ..utils.weight_loading import (CheckpointMismatchError,
+from ..utils.weight_loading import (CheckpointMismatchError, check_shapes,
                                      model_state_dict, summarize_keys,
                                      top_level_names)
 
@@ -111,12 +111,9 @@ def fit_vqkd_state(state: StateDict, model: torch.nn.Module,
             f'{summarize_keys(missing) or "none"}; unexpected '
             f'{summarize_keys(unexpected) or "none"}; first: '
             f'{(missing + unexpected)[0]}')
-    for k, v in kept.items():
-        if v.shape != target[k].shape:
-            raise CheckpointMismatchError(
-                f'{source}: {k} has shape {tuple(v.shape)}, this '
-                f'VQKDTokenizer expects {tuple(target[k].shape)}: set arch, '
-                f'img_size, num_embed and embed_dims to those of the file')
+    check_shapes(
+        kept, target, source, ': set arch, img_size, num_embed and '
+        'embed_dims of the VQKDTokenizer to those of the file')
     if not kept['quantize.embedding.initted'].all():
         raise CheckpointMismatchError(
             f'{source}: the codebook was never initialised '

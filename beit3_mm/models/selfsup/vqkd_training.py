@@ -17,8 +17,7 @@ from einops import rearrange
 from mmengine.model import BaseModel
 
 from beit3_mm.registry import MODELS
-from .norm_ema_quantizer import NormEMAVectorQuantizer
-from .vqkd import VQKDViT, _init_linear_and_norm
+from .vqkd import VQKDEncoderMixin, _init_linear_and_norm
 
 Tensor = torch.Tensor
 
@@ -59,7 +58,7 @@ def vqkd_official_state(state: Dict[str, Tensor]) -> Dict[str, Tensor]:
 
 
 @MODELS.register_module()
-class VQKDTrainer(BaseModel):
+class VQKDTrainer(VQKDEncoderMixin, BaseModel):
     """Trains BEiT v2's VQ-KD tokenizer (`BEiT v2
     <https://arxiv.org/abs/2208.06366>`_): the codes of the encoder's patch
     features must let the decoder reconstruct the teacher's patch features.
@@ -140,20 +139,9 @@ class VQKDTrainer(BaseModel):
                  init_cfg: Optional[dict] = None):
         super().__init__(
             data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        self.encoder = VQKDViT(arch, img_size)
-        settings = self.encoder.arch_settings
-        D = self.encoder.embed_dims
-        self.decoder = VQKDViT(
-            dict(settings, num_layers=decoder_depth, patch_size=1),
-            img_size // settings['patch_size'],
-            in_channels=embed_dims)
-        self.encode_task_layer = nn.Sequential(
-            nn.Linear(D, D), nn.Tanh(), nn.Linear(D, embed_dims))
-        self.decode_task_layer = nn.Sequential(
-            nn.Linear(D, D), nn.Tanh(), nn.Linear(D, decoder_out_dims))
-        self.quantize = NormEMAVectorQuantizer(
-            num_embed, embed_dims, beta, decay, quantize_kmeans_init)
-        self.num_embed = num_embed
+        self._build_vqkd(arch, img_size, num_embed, embed_dims, beta, decay,
+                         quantize_kmeans_init, decoder_depth,
+                         decoder_out_dims)
 
         self.teacher_model = MODELS.build(teacher)
         self.teacher_neck = (MODELS.build(teacher_neck)
@@ -207,15 +195,6 @@ class VQKDTrainer(BaseModel):
             feats = feats[0] if isinstance(feats, (tuple, list)) else feats
         return feats
 
-    def encode_features(self, images: Tensor) -> Tensor:
-        """The quantizer's input (B, h * w, embed_dims) from images
-        (B, 3, H, W) in [-1, 1]; the task layer runs in float32, outside
-        autocast, as in the official ``encode``."""
-        features = self.encoder(images)
-        with torch.autocast(device_type=images.device.type, enabled=False):
-            return self.encode_task_layer(
-                features.type_as(self.encode_task_layer[-1].weight))
-
     def encode(self, images: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """The official ``encode``: quantized codes (B, embed_dims, h, w)
         with a straight-through gradient, their indices (B * h * w,) and
@@ -229,15 +208,6 @@ class VQKDTrainer(BaseModel):
         """Codes (B, embed_dims, h, w) -> reconstruction (B, h * w,
         decoder_out_dims)."""
         return self.decode_task_layer(self.decoder(z_q))
-
-    @torch.no_grad()
-    def get_codebook_indices(self, images: Tensor) -> Tensor:
-        """Codes (B, h * w) of images in [-1, 1], with no side effects
-        (no codebook update, no usage count): what
-        :class:`VQKDTokenizer` gives from the exported file."""
-        z = F.normalize(self.encode_features(images), p=2, dim=-1)
-        B, N, C = z.shape
-        return self.quantize.nearest(z.reshape(B * N, C)).view(B, N)
 
     def forward(self,
                 inputs: Tensor,

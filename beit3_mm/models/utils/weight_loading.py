@@ -269,6 +269,22 @@ def summarize_keys(keys: List[str]) -> str:
     return ', '.join(f'{g} ({n})' for g, n in sorted(counts.items()))
 
 
+def check_shapes(state: StateDict, target: StateDict, source: str,
+                 hint: str = '') -> None:
+    """Refuse the first tensor of ``state`` whose shape differs from that
+    of the same key in ``target`` (every key of ``state`` is in it).
+
+    Raises:
+        CheckpointMismatchError: naming the key, both shapes and ``hint``
+            (what to change).
+    """
+    for k, v in state.items():
+        if v.shape != target[k].shape:
+            raise CheckpointMismatchError(
+                f'{source}: {k} has shape {tuple(v.shape)}, the model '
+                f'expects {tuple(target[k].shape)}{hint}')
+
+
 def fit_backbone_state(backbone: StateDict, model,
                        source: str) -> Tuple[StateDict, List[str]]:
     """Fit backbone weights (keys without their prefix) to ``model`` (a
@@ -332,10 +348,7 @@ def fit_backbone_state(backbone: StateDict, model,
         raise KeyError(f'{source} lacks {len(missing)} backbone keys the '
                        f'model needs: {summarize_keys(missing)}; first: '
                        f'{missing[0]}')
-    for k, v in state.items():
-        if v.shape != target[k].shape:
-            raise ValueError(f'{source}: {k} has shape {tuple(v.shape)}, the '
-                             f'model expects {tuple(target[k].shape)}')
+    check_shapes(state, target, source)
     notes += [f'left out {what}: {n} tensors' for what, n in dropped.items()]
     if extra:
         notes.append(f'left out modules this model does not have: '
@@ -422,16 +435,10 @@ def load_beit3_model(model,
         for k, v in model.state_dict().items()
         if not k.startswith(('backbone.', 'data_preprocessor.'))
     }
-    heads, unused = {}, []
-    for k, v in others.items():
-        if k not in target:
-            unused.append(k)
-        elif v.shape != target[k].shape:
-            raise ValueError(f'{path}: {k} has shape {tuple(v.shape)}, the '
-                             f'model expects {tuple(target[k].shape)} (a '
-                             f'head for another number of classes?)')
-        else:
-            heads[k] = v
+    heads = {k: v for k, v in others.items() if k in target}
+    unused = [k for k in others if k not in target]
+    check_shapes(heads, target, path,
+                 ' (a head for another number of classes?)')
     # one load: the backbone's check sees its weights with the heads
     backbone_state = {'backbone.' + k: v for k, v in state.items()}
     model.load_state_dict({**backbone_state, **heads}, strict=False)
