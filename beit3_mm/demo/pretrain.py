@@ -34,7 +34,10 @@ def make_pretrain_demo(root: str,
 
     Text documents describe fresh scenes (two or three of their captions
     per line), so the corpus and the pairs share a vocabulary but not the
-    sentences. Deterministic for a given ``seed``.
+    sentences. The captions are those of the VL demo
+    (:func:`~beit3_mm.demo.make_vl_demo`), so the tokenizer covers its
+    retrieval captions and a checkpoint pretrained here fine-tunes the
+    retrieval demo with it. Deterministic for a given ``seed``.
 
     Returns:
         Paths relative to ``root``: ``tokenizer``, ``images``,

@@ -277,7 +277,7 @@ def make_vl_demo(root: str,
         num_train_pairs / num_val_pairs: NLVR2 examples per split, half of
             them true.
         questions_per_image: VQA questions per image (at most 8).
-        img_size: side of the square images.
+        img_size: side of the square images, at least 20.
         vocab_size: sentencepiece pieces of the tokenizer.
         seed: the random seed.
 
@@ -293,6 +293,11 @@ def make_vl_demo(root: str,
     if not 1 <= questions_per_image <= 8:
         raise ValueError(f'questions_per_image={questions_per_image} is not '
                          f'in [1, 8]')
+    # a half (size / 2) holds a shape of half-size up to 0.2 x size, 1 px
+    # from its edges (draw_scene)
+    if img_size < 20:
+        raise ValueError(f'img_size={img_size} is too small for a shape in '
+                         f'each half: give at least 20')
     files = dict(images='images', tokenizer='beit3_demo.spm')
     texts: List[str] = []  # for the tokenizer
     scene_rng, img_rng, text_rng = (np.random.default_rng([seed, k])

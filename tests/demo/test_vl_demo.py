@@ -277,6 +277,17 @@ def test_mmpretrain_datasets_read_it(demo):
     assert {nlvr2[i]['gt_label'] for i in range(len(nlvr2))} == {0, 1}
 
 
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(num_val=289), 'num_val=289, but only 288 different scenes'),
+    (dict(questions_per_image=9), 'questions_per_image=9 is not in [1, 8]'),
+    (dict(img_size=19), 'img_size=19 is too small'),
+])
+def test_bad_arguments(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        make_vl_demo(str(tmp_path), **kwargs)
+    assert not os.listdir(tmp_path)
+
+
 def test_tokenizer_covers_all_texts(demo):
     from beit3_mm.models.multimodal import BEiT3Tokenizer
     root, files = demo

@@ -5,6 +5,9 @@
     python tools/misc/make_demo_data.py segmentation --out data/demo_seg
     python tools/misc/make_demo_data.py vl --out data/demo_vl
     python tools/misc/make_demo_data.py pretrain --out data/demo_pretrain
+    # the VL set at the pretraining demo's size, to fine-tune its checkpoint
+    python tools/misc/make_demo_data.py vl --out data/demo_vl_32px \
+        --img-size 32
 """
 import argparse
 
@@ -28,8 +31,11 @@ def main() -> None:
     parser.add_argument('task', choices=sorted(TASKS))
     parser.add_argument('--out', required=True, help='output folder')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument(
+        '--img-size', type=int, help='image side (default: the task\'s)')
     args = parser.parse_args()
-    made = TASKS[args.task](args.out, seed=args.seed)
+    size = {} if args.img_size is None else dict(img_size=args.img_size)
+    made = TASKS[args.task](args.out, seed=args.seed, **size)
     # classes, or for 'vl' and 'pretrain' a dict of the files written
     what = 'files' if isinstance(made, dict) else 'classes'
     print(f'wrote the {args.task} demo set to {args.out} '
