@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import (ROOT, TINY, TINY_IMG, VOCAB, build_model,
-                     converted_model, padded_ids, pretrain_heads,
-                     random_heads, randomize_, save_released,
-                     torchscale_beit3)
+                     converted_model, padded_ids, plain_optim_wrapper,
+                     pretrain_heads, random_heads, randomize_,
+                     save_released, torchscale_beit3)
 from mmengine.config import Config
 from mmengine.logging import MessageHub
 from mmpretrain.structures import DataSample
@@ -812,7 +812,6 @@ def test_recipe_trains_and_predicts(path, demo, tmp_path):
     samples, then validation and test on the recipe's datasets (COCOCaption
     / NoCapsImages) scored by its metric (a submission file for NoCaps
     test)."""
-    from mmengine.optim import build_optim_wrapper
     from mmengine.registry import init_default_scope
 
     from beit3_mm.registry import DATASETS, METRICS
@@ -826,9 +825,7 @@ def test_recipe_trains_and_predicts(path, demo, tmp_path):
     cfg.model.init_cfg = None
     model = build_model(cfg)
     model.init_weights()
-    optim_cfg = dict(cfg.optim_wrapper, type='OptimWrapper')
-    optim_cfg.pop('loss_scale')
-    wrapper = build_optim_wrapper(model, optim_cfg)
+    wrapper = plain_optim_wrapper(model, cfg)
 
     train = _loader(cfg.train_dataloader, dict(
         cfg.train_dataloader.dataset, data_root=root,
