@@ -68,3 +68,38 @@ def test_amp_flag_selects_the_wrapper():
     apply_train_args(cfg, argparse.Namespace(
         amp=True, resume=None, auto_scale_lr=False))
     assert cfg.strategy.bf16.enabled
+
+
+@pytest.mark.parametrize('mask', [None, 'bool', 'bias'])
+def test_cpu_bf16_attention_matches_sdpa(mask):
+    """Under CPU bf16 autocast, short attention runs as bf16 matrix products
+    (faster than SDPA's bf16 CPU kernel): within bf16 rounding of float64
+    SDPA, masked keys ignored, float32 gradients of float32 inputs; outside
+    autocast it is SDPA bit for bit."""
+    import torch.nn.functional as F
+
+    from beit3_mm.models.layers.attention import attention
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 17, 8, requires_grad=True)
+               for _ in range(3))
+    keep = torch.rand(2, 1, 17, 17) > 0.3
+    keep[..., 0] = True  # every query keeps a key
+    attn_mask = dict(bool=keep, bias=torch.randn(2, 3, 17, 17)).get(mask)
+    ref = F.scaled_dot_product_attention(
+        q.double(), k.double(), v.double(),
+        attn_mask=attn_mask if mask != 'bias' else attn_mask.double())
+    assert torch.equal(attention(q, k, v, attn_mask),
+                       F.scaled_dot_product_attention(q, k, v, attn_mask))
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = attention(q, k, v, attn_mask)
+        assert out.dtype == torch.bfloat16
+        if mask == 'bool':  # a masked key's value does not matter
+            keys = keep[0, 0, 0]
+            v2 = v.detach().clone()
+            v2[:, :, ~keys] = 1e3
+            assert torch.equal(attention(q, k, v2, keys),
+                               attention(q, k, v, keys))
+    err = (out.double() - ref).norm() / ref.norm()
+    assert err < 1e-2, err
+    out.float().sum().backward()
+    assert all(t.grad.dtype == torch.float32 for t in (q, k, v))

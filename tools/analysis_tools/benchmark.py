@@ -24,8 +24,11 @@ Modes:
 - ``image+text``: fused forward vs torchscale.
 - ``bf16``: ours under ``torch.autocast(dtype=torch.bfloat16)`` vs ours in
   float32 on the image path: throughput ratio, maximum absolute error and
-  relative error ``||bf16 - fp32|| / ||fp32||``; and ours vs torchscale and
-  timm under the same autocast (throughput).
+  relative error ``||bf16 - fp32|| / ||fp32||``; ours vs torchscale and
+  timm under the same autocast (throughput); and on the CPU, the rate of
+  the layers' matrix products (q / k / v, out, fc1, fc2 at the batch's
+  tokens) in bf16 vs float32: the speed-up the bf16 forward would reach if
+  nothing but these products took time.
 - ``memory``: peak memory of one image forward (batch 1, global attention)
   at ``--mem-img-size``, ours vs torchscale.
 - ``caption`` (not run by default: minutes on a CPU): ``BEiT3Caption``
@@ -423,7 +426,67 @@ def bench_bf16(setup: Setup, args: argparse.Namespace) -> List[Row]:
                 Row(f'image bf16 vs {name}', 'samples/s',
                     args.batch_size / bf16_t,
                     args.batch_size / results[name][0]))
+    if setup.device.type == 'cpu':  # the ceiling of the bf16 speed-up
+        patch = BEiT3.arch_zoo[args.arch]['patch_size']
+        tokens = args.batch_size * (1 + (args.img_size // patch)**2)
+        rate = gemm_rates(
+            linear_gemms(args.arch, tokens), args.iters,
+            args.warmup)['total']
+        rows.append(
+            Row('GEMM bf16 vs fp32 (the layers\' linears)', 'GFLOP/s',
+                rate['bfloat16'], rate['float32']))
     return rows
+
+
+Gemm = Tuple[int, int, int, bool, bool]
+
+
+def linear_gemms(arch: str, tokens: int,
+                 backward: bool = False) -> Dict[str, Gemm]:
+    """The matrix products of one layer's linears as (m, k, n, a
+    transposed, b transposed), in the layouts autograd hands them over:
+    ``tokens`` rows through q / k / v (one D x 3D product), out (D x D),
+    fc1 (D x F) and fc2 (F x D): ``x W^T``; with ``backward``, also each
+    one's input gradient ``dY W`` and weight gradient ``dY^T x``."""
+    settings = BEiT3.arch_zoo[arch]
+    D, F = settings['embed_dims'], settings['feedforward_channels']
+    gemms = {}
+    for name, (i, o) in dict(qkv=(D, 3 * D), out=(D, D), fc1=(D, F),
+                             fc2=(F, D)).items():
+        gemms[f'{name} fwd'] = (tokens, i, o, False, True)
+        if backward:
+            gemms[f'{name} dgrad'] = (tokens, o, i, False, False)
+            gemms[f'{name} wgrad'] = (o, tokens, i, True, False)
+    return gemms
+
+
+def gemm_rates(gemms: Dict[str, Gemm], iters: int,
+               warmup: int) -> Dict[str, Dict[str, float]]:
+    """GFLOP/s of each product in float32 and bfloat16 (the two in turn
+    within each iteration, median), and ``'total'``: the FLOP-weighted
+    rate of all of them (their summed FLOPs over their summed times)."""
+
+    def operand(rows: int, cols: int, transposed: bool,
+                dtype: torch.dtype) -> Tensor:
+        if transposed:
+            return torch.randn(cols, rows, dtype=dtype).t()
+        return torch.randn(rows, cols, dtype=dtype)
+
+    rates, flops = {}, {}
+    for name, (m, k, n, trans_a, trans_b) in gemms.items():
+        fns = {}
+        for dtype in (torch.float32, torch.bfloat16):
+            a = operand(m, k, trans_a, dtype)
+            b = operand(k, n, trans_b, dtype)
+            fns[str(dtype)[6:]] = lambda a=a, b=b: a @ b
+        flops[name] = 2 * m * k * n
+        times = time_forwards(fns, iters, warmup, torch.device('cpu'))
+        rates[name] = {p: flops[name] / t / 1e9 for p, (t, _) in
+                       times.items()}
+    rates['total'] = {
+        p: sum(flops.values()) / sum(flops[n] / rates[n][p] for n in gemms)
+        for p in ('float32', 'bfloat16')}
+    return rates
 
 
 SPEED_MODES = {

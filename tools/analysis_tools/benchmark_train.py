@@ -15,11 +15,18 @@ head. fp32, and bf16 as ``--amp`` runs it on the CPU
 (``MixedPrecisionOptimWrapper``: ``torch.autocast(dtype=torch.bfloat16)``
 around the forward, fp32 weights, gradients and AdamW states). The four
 steps run in turn in each iteration (median of ``--iters`` after
-``--warmup``), so that other load on the machine affects them alike.
-Peak memory: the step's peak resident set above the resident set before it
-(``VmHWM`` reset through ``/proc/self/clear_refs``; the script re-executes
-itself with ``MALLOC_MMAP_THRESHOLD_`` so that freed tensors leave the
-resident set, see ``benchmark.py``).
+``--warmup``), so that other load on the machine affects them alike,
+with glibc's default allocation as in a training run. Peak memory, in a
+subprocess with ``MALLOC_MMAP_THRESHOLD_`` set (freed tensors then leave
+the resident set, see ``benchmark.py``; every large allocation then also
+faults its pages in anew, which would slow the bf16 step, with its weight
+casts, more than the fp32 one): the step's peak resident set above the
+resident set before it (``VmHWM`` reset through ``/proc/self/clear_refs``).
+Then, in the same run: the rates of the linears' matrix products (forward,
+input and weight gradients, at the step's tokens) in fp32 and bf16, whose
+FLOP-weighted ratio is the ceiling of the bf16 speed-up; and for ours in
+each precision, one step under ``torch.profiler``: the share of operator
+time in matrix products and the costliest other operators.
 
 ``sharded``: ``--ranks`` gloo processes on the CPU train one step of a
 BEiT-3 (``--shard-arch``, with its language half, on image + text) under
@@ -34,8 +41,10 @@ fp32 shards; ZeRO-2: the bf16 module; ZeRO-3: the bf16 partitions
 partitions). The ratio to DDP is printed per strategy.
 """
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from typing import Callable, Dict, List, Tuple
@@ -45,12 +54,14 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
 
 from beit3_mm.models import BEiT3
 
 # the sibling inference benchmark: models with identical weights, RSS peaks
 from benchmark import (MMAP_THRESHOLD, VOCAB_SIZE, TorchscaleBEiT3,
-                       build_pair, read_proc_status, reset_peak_rss)
+                       build_pair, gemm_rates, linear_gemms, read_proc_status,
+                       reset_peak_rss)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -81,6 +92,8 @@ def parse_args() -> argparse.Namespace:
                         default='small')
     parser.add_argument('--ranks', type=int, default=2)
     parser.add_argument('--port', type=int, default=29517)
+    parser.add_argument('--memory-worker', action='store_true',
+                        help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -116,7 +129,9 @@ def make_step(model: Classifier, images: torch.Tensor, labels: torch.Tensor,
     return step
 
 
-def bench_step(args: argparse.Namespace) -> None:
+def build_steps(args: argparse.Namespace) -> Dict[str, Callable[[], None]]:
+    """'ours fp32', 'ours bf16' (and 'torchscale fp32', 'torchscale bf16'):
+    one training step each, the models carrying the same weights."""
     torch.manual_seed(0)
     ours, ref = build_pair(args.arch, args.img_size, torch.device('cpu'))
     D = ours.embed_dims
@@ -130,29 +145,72 @@ def bench_step(args: argparse.Namespace) -> None:
         model.train()
     images = torch.randn(args.batch_size, 3, args.img_size, args.img_size)
     labels = torch.randint(0, NUM_CLASSES, (args.batch_size, ))
-    steps = {
+    return {
         f'{name} {precision}': make_step(model, images, labels,
                                          precision == 'bf16',
                                          not args.no_optimizer)
         for name, model in models.items() for precision in ('fp32', 'bf16')
     }
+
+
+def memory_worker(args: argparse.Namespace) -> None:
+    """Subprocess entry (``MALLOC_MMAP_THRESHOLD_`` set): print each step's
+    peak resident set above the one before it, as JSON."""
+    peaks = {}
+    for name, step in build_steps(args).items():
+        step()  # AdamW allocates its states in the first step
+        base = reset_peak_rss()
+        step()
+        peaks[name] = read_proc_status('VmHWM') - base
+    print(json.dumps(peaks))
+
+
+def step_peaks(args: argparse.Namespace) -> Dict[str, int]:
+    cmd = [sys.executable, os.path.abspath(__file__), '--memory-worker',
+           '--arch', args.arch, '--img-size', str(args.img_size),
+           '--batch-size', str(args.batch_size)] + (
+               ['--no-optimizer'] if args.no_optimizer else [])
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD))
+    print('[step] peak memory (subprocess) ...', flush=True)
+    out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True,
+                         check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+MATMUL_OPS = ('aten::mm', 'aten::addmm', 'aten::bmm', 'aten::baddbmm',
+              'aten::mkldnn_convolution', 'aten::convolution_backward')
+
+
+def breakdown(step: Callable[[], None]) -> Tuple[float, List[Tuple[str,
+                                                                  float]]]:
+    """One profiled step: the share of its operator time in matrix
+    products (and convolutions), and the five costliest other operators
+    with their share."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    times = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
+    total = sum(times.values())
+    others = sorted(((k, t / total) for k, t in times.items()
+                     if k not in MATMUL_OPS), key=lambda kt: -kt[1])
+    return sum(times.get(k, 0) for k in MATMUL_OPS) / total, others[:5]
+
+
+def bench_step(args: argparse.Namespace) -> None:
+    steps = build_steps(args)
     times: Dict[str, List[float]] = {name: [] for name in steps}
-    peaks: Dict[str, int] = {name: 0 for name in steps}
     for i in range(args.warmup + args.iters):
         elapsed = {}
         for name, step in steps.items():
-            base = reset_peak_rss()
             start = time.perf_counter()
             step()
             elapsed[name] = time.perf_counter() - start
             if i >= args.warmup:  # AdamW allocates its states in warm-up
                 times[name].append(elapsed[name])
-                peaks[name] = max(peaks[name],
-                                  read_proc_status('VmHWM') - base)
         print(f'[step] iteration {i + 1}: ' + ', '.join(
             f'{n} {t:.2f}s' for n, t in elapsed.items()), flush=True)
     speed = {n: args.batch_size / statistics.median(t)
              for n, t in times.items()}
+    peaks = step_peaks(args)
     what = 'forward + backward' + ('' if args.no_optimizer else
                                    ' + AdamW step')
     print(f'\nTraining step ({what}), BEiT-3 {args.arch} at '
@@ -172,6 +230,21 @@ def bench_step(args: argparse.Namespace) -> None:
                   f'{speed[f"ours {precision}"] / speed[f"torchscale {precision}"]:.2f}x'  # noqa: E501
                   f' speed, {peaks[f"ours {precision}"] / max(peaks[f"torchscale {precision}"], 1):.2f}x'  # noqa: E501
                   ' memory')
+    patch = BEiT3.arch_zoo[args.arch]['patch_size']
+    tokens = args.batch_size * (1 + (args.img_size // patch)**2)
+    rates = gemm_rates(linear_gemms(args.arch, tokens, backward=True),
+                       args.iters, args.warmup)
+    print(f'\nMatrix products of the linears ({tokens} tokens), GFLOP/s:')
+    print('| product | fp32 | bf16 | bf16 / fp32 |')
+    print('|---|---|---|---|')
+    for name, rate in rates.items():
+        print(f'| {name} | {rate["float32"]:.0f} | {rate["bfloat16"]:.0f} '
+              f'| {rate["bfloat16"] / rate["float32"]:.2f}x |')
+    for precision in ('fp32', 'bf16'):
+        share, others = breakdown(steps[f'ours {precision}'])
+        print(f'ours {precision}: {share:.0%} of the operator time in '
+              'matrix products; most of the rest: ' + ', '.join(
+                  f'{k} {t:.1%}' for k, t in others))
 
 
 # ----------------------------------------------------------------- sharded
@@ -323,9 +396,9 @@ def bench_sharded(args: argparse.Namespace) -> None:
 
 def main() -> None:
     args = parse_args()
-    if 'step' in args.modes and 'MALLOC_MMAP_THRESHOLD_' not in os.environ:
-        os.environ['MALLOC_MMAP_THRESHOLD_'] = str(MMAP_THRESHOLD)
-        os.execv(sys.executable, [sys.executable] + sys.argv)
+    if args.memory_worker:
+        memory_worker(args)
+        return
     if 'step' in args.modes:
         if TorchscaleBEiT3 is None:
             print('torchscale is not installed: measuring ours only')

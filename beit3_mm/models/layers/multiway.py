@@ -7,7 +7,7 @@ separate streams ``(x_v, x_t)`` (either may be ``None``), so the experts run
 on their own tokens without the split/concatenate around every projection that
 the reference does; the streams meet only in attention.
 """
-from typing import Callable, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from mmcv.cnn.bricks.drop import DropPath
 from torch.utils.checkpoint import checkpoint
 
+from .attention import attention
 from .norm import AutocastLayerNorm, autocast_dtype
 from .rel_pos import DecomposedRelPos
 from .window import window_attention
@@ -202,8 +203,10 @@ class MultiwayAttention(nn.Module):
         bias = torch.cat([p.bias for p in projs])
         qkv = F.linear(x, weight, bias)
         B, N, _ = qkv.shape
-        qkv = qkv.view(B, N, 3, self.num_heads, self.head_dims)
-        return qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        # unbind before transposing: the backward stacks the three
+        # gradients straight into the (B, N, 3, H, C) layout, one copy
+        qkv = qkv.view(B, N, 3, self.num_heads, self.head_dims).unbind(2)
+        return tuple(t.transpose(1, 2) for t in qkv)
 
     @staticmethod
     def _join(x_v: Optional[Tensor], x_t: Optional[Tensor]) -> Tensor:
@@ -247,7 +250,7 @@ class MultiwayAttention(nn.Module):
             if self.rel_pos is not None:
                 attn_mask = self.rel_pos(q[:, :, num_prefix:], grid,
                                          num_prefix)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+            out = attention(q, k, v, attn_mask)
         B, H, T, C = out.shape
         out = out.transpose(1, 2).reshape(B, T, H * C)
         n_v = 0 if x_v is None else x_v.shape[1]

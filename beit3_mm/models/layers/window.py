@@ -4,6 +4,8 @@ from typing import Callable, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from .attention import attention
+
 Tensor = torch.Tensor
 
 
@@ -82,10 +84,9 @@ def window_attention(q: Tensor,
         bias = rel_pos(q_w, (ws, ws))
         mask = bias if mask is None else bias.masked_fill(
             ~mask, float('-inf'))
-    out = F.scaled_dot_product_attention(q_w, k_w, v_w, attn_mask=mask)
+    out = attention(q_w, k_w, v_w, mask)
     out = _unpartition(out, B, grid, window_size)
     if P:
-        prefix = F.scaled_dot_product_attention(q[:, :, :P], k[:, :, :P],
-                                                v[:, :, :P])
+        prefix = attention(q[:, :, :P], k[:, :, :P], v[:, :, :P])
         out = torch.cat((prefix, out), dim=2)
     return out
