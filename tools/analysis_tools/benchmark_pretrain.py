@@ -10,9 +10,8 @@ sides:
 - ours: ``BEiT3Pretrain`` (base; images only: masked image modeling, 78 of
   196 patches masked block-wise, drawn inside the step) with the frozen
   ``VQKDTokenizer`` (ViT-B/16) computing the targets. Its language half
-  (experts, ``mlm_head``) gets zero gradients on such batches (the
-  zero-weighted term that lets DDP run without
-  ``find_unused_parameters``): that cost is counted.
+  (experts, ``mlm_head``) takes no part in such a batch and gets no
+  gradient.
 - mmpretrain: ``BEiT`` with ``BEiTPretrainViT``, ``BEiTV2Neck`` and
   ``BEiTV2Head`` and its ``VQKD`` target generator, built from
   mmpretrain's ``beitv2_beit-base-p16_8xb256-amp-coslr-300e_in1k.py``

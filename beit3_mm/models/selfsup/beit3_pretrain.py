@@ -14,8 +14,7 @@ from beit3_mm.registry import MODELS
 from ..backbones import BEiT3
 from ..multimodal.base import BEiT3VLModel
 from beit3_mm.datasets.pretrain import SOURCES
-from ..utils import (fit_backbone_state, is_language_key, read_beit3_file,
-                     summarize_keys)
+from ..utils import fit_backbone_state, read_beit3_file, summarize_keys
 from .masking import BlockMaskGenerator, mask_text_tokens
 from .vqkd import VQKDTokenizer
 
@@ -131,10 +130,9 @@ class BEiT3Pretrain(BEiT3VLModel):
     ``mim_acc_pair``, ``mlm_acc_pair``. A batch without images and pairs
     leaves the vision half (and ``mim_head``) out of the graph, one
     without texts and pairs the language half (and ``mlm_head``): their
-    trainable parameters then join the first loss with weight 0, so that
-    every one gets a gradient (zero) each step, as DDP with
-    ``find_unused_parameters=False`` needs. (AdamW still moves them on such
-    steps by its momentum and weight decay.)
+    parameters get no gradient (None, so AdamW leaves them alone). Under
+    DDP such batches need ``find_unused_parameters=True``, which the
+    pretraining configs set; DeepSpeed ZeRO-3 takes them as they are.
 
     Images: the data preprocessor gives the student's view (default
     :class:`BEiT3PretrainDataPreprocessor` with mean = std = 127.5, the
@@ -142,6 +140,11 @@ class BEiT3Pretrain(BEiT3VLModel):
     view is ``pixel / 127.5 - 1`` of the same crop (the official VQ-KD
     ``process_type='default'``): with the default normalisation it is the
     student's view itself; another ``mean`` / ``std`` is undone first.
+    The tokenizer gives one code per student patch: when the patch sizes
+    differ (the giant's 14 against the tokenizer's 16), its view is
+    resized to the student's patch grid times its own patch size (bicubic,
+    PIL's kernel, clamped to [-1, 1]), e.g. 224 -> 256 px for 16 x 16
+    codes.
 
     The target generator (a frozen :class:`VQKDTokenizer`) lives outside
     the module tree: no dtype cast (``.half()``, mixed-precision wrappers
@@ -337,18 +340,35 @@ class BEiT3Pretrain(BEiT3VLModel):
     # ------------------------------------------------------------- inputs
     def tokenizer_view(self, images: Tensor) -> Tensor:
         """The tokenizer's input ``pixel / 127.5 - 1`` from the student's
-        view (N, 3, H, W)."""
+        view (N, 3, H, W): (N, 3, h * p, w * p) for the student's (h, w)
+        patch grid and the tokenizer's patch size p (see the class
+        docstring)."""
         pre = self.data_preprocessor
-        if self._student_is_target_view:
+        if not self._student_is_target_view:
+            if getattr(pre, '_enable_normalize', False):
+                images = images * pre.std + pre.mean
+            images = images / 127.5 - 1
+        p = self.target_generator.encoder.patch_size
+        size = tuple(n * p for n in self.patch_grid(images))
+        if size == tuple(images.shape[-2:]):
             return images
-        if getattr(pre, '_enable_normalize', False):
-            images = images * pre.std + pre.mean
-        return images / 127.5 - 1
+        return F.interpolate(
+            images, size, mode='bicubic', antialias=True).clamp_(-1, 1)
+
+    def patch_grid(self, images: Tensor) -> Tuple[int, int]:
+        """The student's patch grid (h, w) of images (N, 3, H, W)."""
+        p = self.backbone.patch_size
+        return images.shape[-2] // p, images.shape[-1] // p
 
     @torch.no_grad()
     def visual_tokens(self, images: Tensor) -> Tensor:
-        """The target codes (N, h * w) of the student's view (N, 3, H, W):
-        in float32 outside autocast unless ``target_autocast``."""
+        """The target codes (N, h * w) of the student's view (N, 3, H, W),
+        one per student patch: in float32 outside autocast unless
+        ``target_autocast``.
+
+        Raises:
+            ValueError: the tokenizer gives another number of codes.
+        """
         target = self.target_generator
         if target.quantize.embedding.weight.device != images.device:
             target.to(images.device)
@@ -356,7 +376,16 @@ class BEiT3Pretrain(BEiT3VLModel):
         ctx = (nullcontext() if self.target_autocast else torch.autocast(
             device_type=images.device.type, enabled=False))
         with ctx:
-            return target.get_codebook_indices(view)
+            codes = target.get_codebook_indices(view)
+        h, w = self.patch_grid(images)
+        if codes.shape[1] != h * w:
+            raise ValueError(
+                f'the tokenizer gives {codes.shape[1]} codes for a '
+                f'{tuple(view.shape[-2:])} view of images whose student '
+                f'patch grid is {h} x {w}: the tokenizer view must be '
+                f'that grid times the tokenizer\'s patch size '
+                f'({target.encoder.patch_size})')
+        return codes
 
     def text_batch(self, data_samples: Sequence[DataSample]
                    ) -> Tuple[Tensor, Tensor]:
@@ -491,28 +520,7 @@ class BEiT3Pretrain(BEiT3VLModel):
             losses.update(
                 loss_mim_pair=w['pair'] * mim_loss, mim_acc_pair=mim_acc,
                 loss_mlm_pair=w['pair'] * mlm_loss, mlm_acc_pair=mlm_acc)
-        unused = self._unused_parameters(
-            vision=bool(num_images),
-            language='text' in groups or 'pair' in groups)
-        if unused:
-            first = next(k for k in losses if k.startswith('loss'))
-            losses[first] = losses[first] + 0. * sum(
-                p.sum() for p in unused)
         return losses
-
-    def _unused_parameters(self, vision: bool,
-                           language: bool) -> List[nn.Parameter]:
-        """The trainable parameters of the halves a batch does not use."""
-        if vision and language:
-            return []
-        unused = []
-        for name, p in self.named_parameters():
-            is_language = name.startswith('mlm_head.') or (
-                name.startswith('backbone.')
-                and is_language_key(name[len('backbone.'):]))
-            if p.requires_grad and not (language if is_language else vision):
-                unused.append(p)
-        return unused
 
     # ------------------------------------------------------------ others
     def extract_feat(self, images: Optional[Tensor],

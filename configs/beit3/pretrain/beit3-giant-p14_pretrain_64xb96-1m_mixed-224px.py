@@ -7,8 +7,9 @@
 #   bash tools/dist_train.sh configs/beit3/pretrain/beit3-giant-p14_pretrain_64xb96-1m_mixed-224px.py 8  # per node
 # Per-GPU memory of the weights, gradients and AdamW states:
 #   python tools/analysis_tools/memory_table.py --gpus 64
-# At 224 the giant sees 16 x 16 patches while BEiT v2's tokenizer (patch 16)
-# gives 14 x 14 codes of the same view: the tokenizer's view must be 256.
+# At 224 the giant sees 16 x 16 patches of 14 px: BEiT3Pretrain resizes the
+# tokenizer's view to 256 px, so that BEiT v2's tokenizer (patch 16) gives
+# one code per patch.
 _base_ = [
     './beit3-base-p16_pretrain_64xb96-1m_mixed-224px.py',
     '../../_base_/strategies/fsdp_bf16.py',
