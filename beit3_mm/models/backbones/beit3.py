@@ -11,8 +11,7 @@ from mmengine.model.weight_init import trunc_normal_
 from beit3_mm.registry import MODELS
 from ..layers import (NUM_VISION_EXTRA_ROWS, POS_OFFSET, KVCache, Multiway,
                       MultiwayTransformerLayer, VisionEmbedding)
-from ..utils.weight_loading import (check_backbone_state,
-                                     resize_position_tables)
+from ..utils.weight_loading import check_backbone_state, resize_grid_weights
 
 Tensor = torch.Tensor
 
@@ -178,10 +177,10 @@ class BEiT3(BaseModule):
         self.fc_norm = (nn.LayerNorm(D, eps=1e-5)
                         if out_type == 'avg_featmap' else None)
         self._freeze_stages()
-        # One path for weights of another resolution, whatever the entry:
-        # fit the position tables, then (mmengine loads non-strictly)
-        # refuse weights that are not ours.
-        self.register_load_state_dict_pre_hook(resize_position_tables)
+        # One path for weights of another resolution or patch size, whatever
+        # the entry: fit the position tables and patch kernel, then (mmengine
+        # loads non-strictly) refuse weights that are not ours.
+        self.register_load_state_dict_pre_hook(resize_grid_weights)
         self.register_load_state_dict_pre_hook(check_backbone_state)
 
     # ------------------------------------------------------------------ build

@@ -20,6 +20,7 @@ from collections import Counter
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from mmengine.logging import MMLogger, print_log
 
 from beit3_mm.utils import (last_checkpoint_read, read_checkpoint,
@@ -33,6 +34,7 @@ StateDict = Dict[str, Tensor]
 BACKBONE_PREFIXES = ('beit3.', 'backbone.')
 BACKBONE_ROOTS = ('text_embed.', 'vision_embed.', 'encoder.')
 VISION_POS_KEY = 'encoder.embed_positions.A.weight'
+PATCH_KERNEL_KEY = 'vision_embed.proj.weight'
 _LANGUAGE_KEY = re.compile(r'^text_embed\.|(^|\.)B\.')
 # relative position tables of dense backbones (use_rel_pos), which released
 # files do not hold
@@ -116,48 +118,84 @@ def check_backbone_state(backbone, state_dict: Dict[str, Any], prefix: str,
         f'{top_level_names(list(shapes))}): give a checkpoint of this model')
 
 
-def fit_position_tables(backbone, state_dict: Dict[str, Any],
-                        prefix: str = '') -> List[str]:
-    """Resize, in place, the position tables of ``state_dict`` (keys under
-    ``prefix``) that were made for another resolution to ``backbone``'s:
-    the vision position table with the official bicubic formula
-    (:func:`~beit3_mm.models.layers.resize_vision_pos_table`), relative
-    position tables linearly (:func:`~beit3_mm.models.layers.
-    resize_rel_pos`).
+def resize_patch_kernel(kernel: Tensor, patch_size: int) -> Tensor:
+    """FlexiViT's resize of a patch-embedding kernel (C, C_in, p, p) to
+    (C, C_in, patch_size, patch_size).
+
+    With ``B`` the bicubic (antialiased) resize of a p x p patch to
+    ``patch_size`` as a matrix, the new kernel is ``pinv(B^T) @ kernel``, so
+    that a patch resized by ``B`` meets the new kernel as the patch met the
+    old one (exactly when enlarging, least squares when shrinking); the
+    formula of ``timm.layers.resample_patch_embed``.
+    """
+    p = kernel.shape[-1]
+    basis = torch.eye(p * p, dtype=torch.float64).reshape(p * p, 1, p, p)
+    resize_t = F.interpolate(
+        basis, size=(patch_size, patch_size), mode='bicubic',
+        antialias=True, align_corners=False).reshape(p * p, -1)
+    resized = kernel.flatten(2).double() @ torch.linalg.pinv(resize_t.T)
+    return resized.reshape(*kernel.shape[:2], patch_size,
+                           patch_size).to(kernel.dtype)
+
+
+def _is_square_kernel(kernel: Tensor, own: Tensor) -> bool:
+    """Whether ``kernel`` is a square conv kernel of ``own``'s channels."""
+    return (kernel.dim() == 4 and kernel.shape[:2] == own.shape[:2]
+            and kernel.shape[2] == kernel.shape[3])
+
+
+def fit_grid_weights(backbone, state_dict: Dict[str, Any],
+                     prefix: str = '') -> List[str]:
+    """Resize, in place, the weights tied to the patch grid in
+    ``state_dict`` (keys under ``prefix``) that were made for another
+    resolution or patch size to ``backbone``'s: the vision position table
+    with the official bicubic formula (:func:`~beit3_mm.models.layers.
+    resize_vision_pos_table`), relative position tables linearly
+    (:func:`~beit3_mm.models.layers.resize_rel_pos`) and a square patch
+    embedding kernel of another patch size with FlexiViT's pseudo-inverse
+    (:func:`resize_patch_kernel`), e.g. a patch-14 giant into a patch-16
+    detector.
 
     It is the ``load_state_dict`` pre-hook of every
     :class:`~beit3_mm.models.BEiT3`, so a released file (through
-    ``init_cfg``) and a beit3-mm checkpoint of another resolution (through
-    ``load_from``, resume, ``load_checkpoint``, the inferencers) load the
-    same way. Tables of another width are left to the shape checks.
+    ``init_cfg``) and a beit3-mm checkpoint of another resolution or patch
+    size (through ``load_from``, resume, ``load_checkpoint``, the
+    inferencers) load the same way. Tensors of another width are left to
+    the shape checks.
 
     Returns:
-        One note per resized table.
+        One note per resized tensor.
     """
     notes = []
     for name, own in backbone.state_dict().items():
         key = prefix + name
-        table = state_dict.get(key)
-        if (not isinstance(table, Tensor) or table.shape == own.shape
-                or table.shape[1:] != own.shape[1:]):
+        value = state_dict.get(key)
+        if not isinstance(value, Tensor) or value.shape == own.shape:
             continue
-        if name == VISION_POS_KEY:
-            src = vision_table_grid(table.shape[0])
+        if name == PATCH_KERNEL_KEY and _is_square_kernel(value, own):
+            state_dict[key] = resize_patch_kernel(value, backbone.patch_size)
+            notes.append(f'patch embedding kernel resized from patch '
+                         f'{value.shape[-1]} to {backbone.patch_size} '
+                         f'(FlexiViT pseudo-inverse)')
+        elif value.shape[1:] != own.shape[1:]:
+            continue
+        elif name == VISION_POS_KEY:
+            src = vision_table_grid(value.shape[0])
             state_dict[key] = resize_vision_pos_table(
-                table, src, backbone.patch_resolution)
+                value, src, backbone.patch_resolution)
             notes.append(f'vision position table resized from grid {src} '
                          f'to {tuple(backbone.patch_resolution)}')
         elif _REL_POS_KEY.search(name):
-            state_dict[key] = resize_rel_pos(table, own.shape[0])
-            notes.append(f'{name} resized from {table.shape[0]} to '
+            state_dict[key] = resize_rel_pos(value, own.shape[0])
+            notes.append(f'{name} resized from {value.shape[0]} to '
                          f'{own.shape[0]} offsets')
     return notes
 
 
-def resize_position_tables(backbone, state_dict: Dict[str, Any], prefix: str,
-                           *args) -> None:
-    """``load_state_dict`` pre-hook: :func:`fit_position_tables`, logged."""
-    for note in fit_position_tables(backbone, state_dict, prefix):
+def resize_grid_weights(backbone, state_dict: Dict[str, Any], prefix: str,
+                        *args) -> None:
+    """``load_state_dict`` pre-hook: :func:`fit_grid_weights`, logged."""
+    for note in fit_grid_weights(backbone, state_dict, prefix):
         print_log(f'{type(backbone).__name__}: {prefix}{note}',
                   logger='current')
 
@@ -293,8 +331,8 @@ def fit_backbone_state(backbone: StateDict, model,
     Drops the language half for a vision-only model, the output norm for a
     model without one, relative position tables for a model without them
     and the source model's modules outside the BEiT-3 core (``fc_norm``, an
-    adapter) that ``model`` lacks, and resizes the vision position table to
-    the model's grid and relative position tables to the model's lengths.
+    adapter) that ``model`` lacks, and resizes the weights tied to the patch
+    grid to the model's (:func:`fit_grid_weights`).
     A model's relative position tables that the file lacks keep their init
     (zero).
 
@@ -333,7 +371,7 @@ def fit_backbone_state(backbone: StateDict, model,
                        f'(arch={model.arch_settings}) does not have: '
                        f'{summarize_keys(unexpected)}; first: {unexpected[0]}')
 
-    notes += fit_position_tables(model, state)
+    notes += fit_grid_weights(model, state)
 
     missing = [k for k in target if k not in state]
     # Keys outside the backbone roots (fc_norm, a dense adapter) are the

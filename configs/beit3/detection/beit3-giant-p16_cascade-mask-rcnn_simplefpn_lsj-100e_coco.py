@@ -1,10 +1,11 @@
 # BEiT-3 giant (1408 wide, 40 layers) Cascade Mask R-CNN, ViTDet's ViT-H
 # recipe: global layers 9, 19, 29, 39, drop path 0.5, layer decay 0.9.
 # Patch 16, not 14: SimpleFPN and mmdet's anchors and RoI extractors work at
-# strides 4-64, and a stride-14 map does not give them (EVA resizes its
-# patch kernel the same way). A patch-14 giant checkpoint therefore does not
-# fit vision_embed.proj (the loader stops naming it): from scratch here, or
-# from a patch-16 giant via init_cfg.
+# strides 4-64, and a stride-14 map does not give them. A patch-14 giant
+# (e.g. pretrained with beit3-giant-p14_pretrain) loads through init_cfg or
+# load_from all the same: the backbone resizes its 14 x 14 patch kernel to
+# 16 x 16 with FlexiViT's pseudo-inverse (as EVA and ViTDet resize theirs)
+# and its position table to the new grid, and logs both.
 # FSDP with fp32 weights and fp16 autocast (AmpOptimWrapper, sharded loss
 # scaler): mmcv's CUDA RoIAlign has no bf16 kernel. Activation checkpointing
 # is the backbone's with_cp (the strategy's is off).
