@@ -199,6 +199,13 @@ def test_empty_predictions_are_reported(tmp_path, stub_meteor, monkeypatch):
     assert scores['coco-caption/CIDEr'] < full['coco-caption/CIDEr']
 
 
+def test_missing_prediction_is_named(tmp_path):
+    """A sample without pred_caption stops with its image id."""
+    cfg = dict(type='CaptionMetric', ann_file=write_gt(tmp_path / 'gt.json'))
+    with pytest.raises(ValueError, match="image 33 has no pred_caption"):
+        run_metric(cfg, {**PREDS, 33: None})
+
+
 @needs_java
 def test_spice_only_when_asked(tmp_path, stub_meteor, monkeypatch):
     """SPICE (stubbed: it downloads CoreNLP) runs with with_spice=True

@@ -211,6 +211,12 @@ class CaptionMetric(COCOCaption):
         preds = {}
         for result in results:
             preds.setdefault(result['image_id'], result['caption'])
+        missing = [k for k, v in preds.items() if not isinstance(v, str)]
+        if missing:
+            raise ValueError(
+                f'{type(self).__name__}: the data sample of image '
+                f'{missing[0]!r} has no pred_caption string: evaluate a '
+                'captioning model (BEiT3Caption sets pred_caption in predict)')
         empty = [k for k, v in preds.items() if not v.strip()]
         if empty:
             print_log(
