@@ -248,16 +248,18 @@ def run_tool(*args, cwd, env: Optional[dict] = None, ok: bool = True) -> str:
 
 def run_readme_demo(task: str, cfg: str, cwd) -> str:
     """The README's demo commands for ``task`` in ``cwd``: make the data
-    under data/demo_<det|seg>, train ``cfg`` for its 24 epochs with
+    under data/demo_<det|seg>, train ``cfg`` for its epochs with
     tools/train.py, test the last checkpoint with tools/test.py. Returns
     the test log."""
+    from mmengine.config import Config
+    epochs = Config.fromfile(cfg).train_cfg.max_epochs
     data = dict(detection='data/demo_det', segmentation='data/demo_seg')
     run_tool(osp.join(ROOT, 'tools/misc/make_demo_data.py'), task, '--out',
              data[task], cwd=cwd)
     run_tool(osp.join(ROOT, 'tools/train.py'), cfg, '--work-dir', 'work',
              cwd=cwd)
-    return run_tool(osp.join(ROOT, 'tools/test.py'), cfg, 'work/epoch_24.pth',
-                    '--work-dir', 'work', cwd=cwd)
+    return run_tool(osp.join(ROOT, 'tools/test.py'), cfg,
+                    f'work/epoch_{epochs}.pth', '--work-dir', 'work', cwd=cwd)
 
 
 

@@ -5,10 +5,9 @@ ImageCaptionInferencer.
 
 The bar: the held-out CIDEr must be well above that of the single most
 frequent training caption given to every val image (both measured here with
-the same metric): more than twice it and 0.8 above it. Measured (2 CPU
-cores, 11 minutes under other jobs' load, 3.4 minutes of CPU time): the
-demo's CIDEr 2.417 after its 15 epochs (BLEU-4 0.527), the most frequent
-caption's ("a yellow circle on the left") 0.831 (BLEU-4 0.259).
+the same metric): more than twice it and 0.8 above it. Measured: the demo's
+CIDEr 2.129 after its 12 epochs (BLEU-4 0.483), the most frequent caption's
+("a yellow circle on the left") 0.831 (BLEU-4 0.259).
 """
 import glob
 import json
@@ -20,7 +19,7 @@ import pytest
 from helpers import ROOT, run_tool
 
 CFG = osp.join(ROOT, 'configs/beit3/captioning/'
-               'beit3-tiny-p8_caption_1xb32-15e_demo-vl.py')
+               'beit3-tiny-p8_caption_1xb32-12e_demo-vl.py')
 DATA = 'data/demo_vl'
 
 
@@ -45,10 +44,11 @@ def test_caption_demo_beats_the_most_frequent_caption(tmp_path, monkeypatch):
              DATA, cwd=tmp_path)
     run_tool(osp.join(ROOT, 'tools/train.py'), CFG, '--work-dir', 'work',
              cwd=tmp_path)
-    # validation (epochs 5, 10, 15) keeps the best checkpoint by CIDEr
+    # validation (once, after the last epoch) keeps the best checkpoint
+    # by CIDEr
     assert glob.glob(
         str(tmp_path / 'work/best_coco-caption_CIDEr_epoch_*.pth'))
-    log = run_tool(osp.join(ROOT, 'tools/test.py'), CFG, 'work/epoch_15.pth',
+    log = run_tool(osp.join(ROOT, 'tools/test.py'), CFG, 'work/epoch_12.pth',
                    '--work-dir', 'work', cwd=tmp_path)
     scores = {
         k: float(v)
@@ -67,7 +67,7 @@ def test_caption_demo_beats_the_most_frequent_caption(tmp_path, monkeypatch):
     from mmpretrain import ImageCaptionInferencer
     monkeypatch.chdir(tmp_path)
     inferencer = ImageCaptionInferencer(
-        model=CFG, pretrained=str(tmp_path / 'work/epoch_15.pth'),
+        model=CFG, pretrained=str(tmp_path / 'work/epoch_12.pth'),
         device='cpu')
     image = str(tmp_path / DATA / 'images/val/000000000641.png')
     (result, ) = inferencer(image)

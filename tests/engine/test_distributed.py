@@ -95,7 +95,7 @@ FAMILIES: Dict[str, Family] = dict(
     nlvr2=Family('nlvr2/beit3-tiny-p8_nlvr2_1xb32-20e_demo-vl.py',
                  'data/demo_vl', _vl, 2, []),
     detection=Family(
-        'detection/beit3-tiny-p16_mask-rcnn_simplefpn_1xb4-24e_demo-shapes.py',
+        'detection/beit3-tiny-p16_mask-rcnn_simplefpn_1xb4-12e_demo-shapes.py',
         'data/demo_det',
         lambda root: make_detection_demo(root, num_train=6, num_val=1), 1,
         ['train_dataloader.dataset.pipeline.3.prob=0.0',
@@ -103,7 +103,7 @@ FAMILIES: Dict[str, Family] = dict(
          'model.train_cfg.rcnn.sampler.num=100000'], 'accumulate'),
     # 6 of the 12 captions of the 4 train scenes, one per rank and step
     captioning=Family(
-        'captioning/beit3-tiny-p8_caption_1xb32-15e_demo-vl.py',
+        'captioning/beit3-tiny-p8_caption_1xb32-12e_demo-vl.py',
         'data/demo_vl', _vl, 1, ['train_dataloader.dataset.indices=6'],
         'accumulate'),
     segmentation=Family(

@@ -687,7 +687,7 @@ CFG_DIR = osp.join(ROOT, 'configs/beit3/captioning')
 COCO_CFG = osp.join(CFG_DIR, 'beit3-base-p16_caption_8xb32-10e_coco-480px.py')
 NOCAPS_CFG = osp.join(CFG_DIR,
                       'beit3-base-p16_caption_8xb32-10e_nocaps-480px.py')
-DEMO_CFG = osp.join(CFG_DIR, 'beit3-tiny-p8_caption_1xb32-15e_demo-vl.py')
+DEMO_CFG = osp.join(CFG_DIR, 'beit3-tiny-p8_caption_1xb32-12e_demo-vl.py')
 RECIPES = [
     (COCO_CFG, 'base', 4e-5),
     (COCO_CFG.replace('base', 'large'), 'large', 8e-6),

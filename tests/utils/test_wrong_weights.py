@@ -22,7 +22,7 @@ CLS_CFG = osp.join(
     'beit3-tiny-p8_1xb32-40e_demo-shapes.py')
 DET_CFG = osp.join(
     ROOT, 'configs/beit3/detection/'
-    'beit3-tiny-p16_mask-rcnn_simplefpn_1xb4-24e_demo-shapes.py')
+    'beit3-tiny-p16_mask-rcnn_simplefpn_1xb4-12e_demo-shapes.py')
 VQA_CFG = osp.join(ROOT,
                    'configs/beit3/vqa/beit3-tiny-p8_vqa_1xb32-15e_demo-vl.py')
 NLVR2_CFG = osp.join(

@@ -55,9 +55,10 @@ optim_wrapper = dict(
     paramwise_cfg=dict(layer_decay_rate=1.0))
 param_scheduler = [
     dict(_base_.param_scheduler[0], start_factor=1e-2, end=1),
-    dict(_base_.param_scheduler[1], eta_min=1e-5, begin=1, end=15),
+    dict(_base_.param_scheduler[1], eta_min=1e-5, begin=1, end=12),
 ]
-train_cfg = dict(max_epochs=15, val_interval=5)
-default_hooks = dict(logger=dict(interval=20), checkpoint=dict(interval=5))
+# one validation, at the end (beam search and the Java scorers take seconds)
+train_cfg = dict(max_epochs=12, val_interval=12)
+default_hooks = dict(logger=dict(interval=20), checkpoint=dict(interval=12))
 auto_scale_lr = dict(base_batch_size=32)
 randomness = dict(seed=0)

@@ -11,9 +11,9 @@ _base_ = [
 classes = ('circle', 'square', 'triangle')
 data_root = 'data/demo_det/'
 width = 64
-# The 128 px images are upsampled to 256: a 16 x 16 patch grid rather than
-# 8 x 8, for little extra compute (the RoI heads dominate).
-img_scale = (256, 256)
+# The images at their 128 px (an 8 x 8 patch grid): upsampled to 256, the
+# same 12 epochs reach about the same mAP at twice the cost of a step.
+img_scale = (128, 128)
 model = dict(
     data_preprocessor=dict(batch_augments=None),
     backbone=dict(
@@ -41,7 +41,13 @@ model = dict(
             in_channels=width,
             conv_out_channels=width,
             num_classes=len(classes))),
-    train_cfg=dict(rcnn=dict(sampler=dict(num=64))))
+    # 1-3 objects an image: hundreds of proposals rather than COCO's
+    # thousands (the RPN's NMS and the RoI heads take most of the time)
+    train_cfg=dict(
+        rpn_proposal=dict(nms_pre=500, max_per_img=200),
+        rcnn=dict(sampler=dict(num=64))),
+    test_cfg=dict(
+        rpn=dict(nms_pre=500, max_per_img=100), rcnn=dict(max_per_img=20)))
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
@@ -104,7 +110,7 @@ optim_wrapper = dict(
     optimizer=dict(lr=1e-3, weight_decay=0.05),
     paramwise_cfg=dict(layer_decay_rate=0.9),
     clip_grad=dict(max_norm=10.))
-max_epochs = 24
+max_epochs = 12
 param_scheduler = [
     dict(_base_.param_scheduler[0], start_factor=0.01, end=50),
     dict(
@@ -119,11 +125,11 @@ train_cfg = dict(
     _delete_=True,
     type='EpochBasedTrainLoop',
     max_epochs=max_epochs,
-    val_interval=8)
+    val_interval=4)
 default_hooks = dict(
     logger=dict(interval=8, log_metric_by_epoch=True),
     checkpoint=dict(
-        by_epoch=True, interval=8, save_last=True, max_keep_ckpts=1))
+        by_epoch=True, interval=4, save_last=True, max_keep_ckpts=1))
 log_processor = dict(by_epoch=True)
 auto_scale_lr = dict(base_batch_size=4)
 randomness = dict(seed=0)
