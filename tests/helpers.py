@@ -489,13 +489,39 @@ def kmeans_vqkd_file(path: str, image_paths, arch: dict, img_size: int,
 PRETRAIN_DEMO = osp.join(
     ROOT, 'configs/beit3/pretrain',
     'beit3-tiny-p8_pretrain_1xb48-600it_demo-mixed.py')
+CLS_DEMO = osp.join(ROOT, 'configs/beit3/classification',
+                    'beit3-tiny-p8_1xb32-40e_demo-shapes.py')
+VQKD_DEMO = osp.join(ROOT, 'configs/beit3/vqkd',
+                     'vqkd-tiny-p8-d1_demo-teacher_1xb32-20e_demo-shapes.py')
+# the VQ-KD demo's run and its last checkpoint, relative to its cwd
+VQKD_DEMO_WORK = 'work_dirs/' + osp.splitext(osp.basename(VQKD_DEMO))[0]
+VQKD_DEMO_CKPT = VQKD_DEMO_WORK + '/epoch_20.pth'
+
+
+def run_vqkd_demo(cwd) -> str:
+    """The README commands of the VQ-KD demo (its config's header) in
+    ``cwd``: the classification demo's data and run (the teacher, where
+    the VQ-KD config reads it), the pretraining demo's data, the VQ-KD
+    demo (in ``VQKD_DEMO_WORK``) and the converter to the pretraining
+    demo's tokenizer file, ``data/demo_vqkd.pth``. Returns the
+    classification run's log."""
+    make = osp.join(ROOT, 'tools/misc/make_demo_data.py')
+    train = osp.join(ROOT, 'tools/train.py')
+    run_tool(make, 'classification', '--out', 'data/demo_cls', cwd=cwd)
+    log = run_tool(train, CLS_DEMO, cwd=cwd)
+    run_tool(make, 'pretrain', '--out', 'data/demo_pretrain', cwd=cwd)
+    run_tool(train, VQKD_DEMO, cwd=cwd)
+    run_tool(osp.join(ROOT, 'tools/model_converters/vqkd_to_official.py'),
+             VQKD_DEMO_CKPT, 'data/demo_vqkd.pth', cwd=cwd)
+    return log
 
 
 def demo_vqkd_file(cwd: str) -> str:
     """:func:`kmeans_vqkd_file` for the pretraining demo config run in
     ``cwd``: its tokenizer arch and codebook, set on the demo images under
-    its data root, written to its ``vqkd_checkpoint`` (until the VQ-KD
-    demo's trained tokenizer takes its place)."""
+    its data root, written to its ``vqkd_checkpoint``: a stand-in for the
+    VQ-KD demo's trained tokenizer (:func:`run_vqkd_demo`) where a test
+    needs the file, not its codes, in a second."""
     import glob
 
     from mmengine.config import Config

@@ -8,7 +8,7 @@ from typing import Dict
 
 import numpy as np
 
-from .shapes import SHAPES, draw_shape, train_demo_tokenizer
+from .shapes import draw_shapes, train_demo_tokenizer
 from .vl_scenes import describe, draw_scene, sample_scene
 
 
@@ -23,8 +23,9 @@ def make_pretrain_demo(root: str,
     """Write the pretraining demo set under ``root``::
 
         beit3_demo.spm                 tokenizer for all the texts
-        images/<i>.png                 shape images ('image' source;
-                                       CustomDataset, with_label=False)
+        images/<i>.png                 shapes on tinted backgrounds
+                                       ('image' source; CustomDataset,
+                                       with_label=False; draw_shapes)
         text/corpus.txt                one document per line ('text':
                                        PretrainTextCorpus)
         pairs/images/<i>.png           scenes, 3 captions each ('pair':
@@ -55,8 +56,8 @@ def make_pretrain_demo(root: str,
     for folder in ('images', 'text', 'pairs/images'):
         os.makedirs(osp.join(root, folder), exist_ok=True)
     for i in range(num_images):
-        draw_shape(SHAPES[i % len(SHAPES)], img_size,
-                   rng).save(osp.join(root, 'images', f'{i:06d}.png'))
+        draw_shapes(img_size, rng).save(
+            osp.join(root, 'images', f'{i:06d}.png'))
 
     texts = []
     pairs = []

