@@ -10,7 +10,7 @@ from mmengine.config import Config
 
 import beit3_mm  # noqa: F401 (registers the backbones)
 from beit3_mm.registry import MODELS
-from helpers import ROOT
+from helpers import ROOT, official_vqkd_state
 
 CONFIGS = sorted(
     osp.relpath(p, ROOT) for p in glob.glob(
@@ -81,3 +81,72 @@ def test_formula_matches_torchscale_giant():
         ref = torchscale_beit3(arch, 224, vocab_size=64010, output_norm=False)
     assert sum(p.numel() for p in ref.parameters()) == backbone_params(
         arch, 224, with_language=True, output_norm=False, fc_norm=False)
+
+
+PRETRAIN = ('configs/beit3/pretrain/'
+            'beit3-giant-p14_pretrain_64xb96-1m_mixed-224px.py')
+
+
+@pytest.mark.slow
+def test_giant_pretraining_step_at_reduced_depth(tmp_path):
+    """The giant pretraining config's model with 2 of its 40 layers, 64
+    text rows (of 64010) and random weights (a random tokenizer file too):
+    one step of its optim wrapper on 2 images, 2 texts and 2 pairs at
+    224 px. The tokenizer (patch 16) sees 256 px and gives one code per
+    14-px student patch (16 x 16); every loss is finite and both experts
+    of each layer get gradients."""
+    import random
+
+    from mmengine.optim import build_optim_wrapper
+    from mmpretrain.structures import DataSample
+
+    from beit3_mm.demo.shapes import train_demo_tokenizer
+    cfg = Config.fromfile(osp.join(ROOT, PRETRAIN))
+    rng = random.Random(0)
+    words = 'a red green circle square is big small left of the'.split()
+    texts = [' '.join(rng.choice(words) for _ in range(12))
+             for _ in range(50)]
+    model_cfg = cfg.model.to_dict()
+    model_cfg['backbone'].update(  # the text rows the tokenizer needs
+        arch=dict(MODELS.get('BEiT3').arch_zoo['giant'], num_layers=2),
+        vocab_size=64)
+    vqkd = str(tmp_path / 'vqkd.pth')  # random, in the released layout
+    torch.save({'model': official_vqkd_state(
+        MODELS.get('BEiT3').arch_zoo['base'], 224, 8192, 32)}, vqkd)
+    model_cfg['target_generator']['init_cfg']['checkpoint'] = vqkd
+    model_cfg['tokenizer']['name_or_path'] = train_demo_tokenizer(
+        texts, str(tmp_path / 't.spm'), vocab_size=30)
+    torch.manual_seed(0)
+    model = MODELS.build(model_cfg)
+    model.init_weights()
+    model.train()
+    optim = build_optim_wrapper(model, cfg.optim_wrapper)
+
+    images = iter(torch.randint(0, 256, (4, 3, 224, 224), dtype=torch.uint8))
+    kinds = ['image', 'image', 'text', 'text', 'pair', 'pair']
+    data = dict(
+        inputs=[None if k == 'text' else next(images) for k in kinds],
+        data_samples=[DataSample(source=k, **({} if k == 'image' else dict(
+            text=texts[i]))) for i, k in enumerate(kinds)])
+    batch = model.data_preprocessor(data, True)
+    seen = {}
+    for name in ('tokenizer_view', 'visual_tokens'):  # record their outputs
+        setattr(model, name, lambda x, f=getattr(model, name), n=name:
+                seen.setdefault(n, f(x)))
+    layer = model.backbone.encoder.layers[1]
+    before = {n: p.detach().clone() for n, p in layer.named_parameters()}
+    losses = model(**batch, mode='loss')  # train_step, grads kept
+    assert {k for k in losses if k.startswith('loss_')} == {
+        'loss_mim_image', 'loss_mlm_text', 'loss_mim_pair', 'loss_mlm_pair'}
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert seen['tokenizer_view'].shape == (4, 3, 256, 256)
+    assert seen['visual_tokens'].shape == (4, 16 * 16)
+    optim.backward(model.parse_losses(losses)[0])
+    for expert in ('.A.', '.B.'):  # vision, language
+        grads = {n: p.grad for n, p in layer.named_parameters()
+                 if expert in n}
+        assert grads and all(g is not None and g.any()
+                             for g in grads.values()), expert
+    optim.step()
+    assert all(not torch.equal(p, before[n])
+               for n, p in layer.named_parameters())

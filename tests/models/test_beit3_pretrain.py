@@ -1,8 +1,10 @@
 """BEiT-3 pretraining (issue 12, 2): the model, its masks and its losses."""
 import glob
 import math
+import os
 import os.path as osp
 import random
+import time
 
 import numpy as np
 import pytest
@@ -644,62 +646,170 @@ def test_mim_and_mlm_learn(files):
 
 
 def test_pretraining_configs_let_ddp_find_unused_parameters():
-    """Single-source batches leave a half unused: see the DDP test."""
+    """Single-source batches leave a half unused: see
+    test_single_source_batches_under_sharding_match_one_process."""
     paths = glob.glob(osp.join(ROOT, 'configs/beit3/pretrain/*.py'))
     assert paths
     for path in paths:
         assert Config.fromfile(path).find_unused_parameters is True, path
 
 
-DDP_STEPS = (('i', 't'), ('t', 't'), ('ip', 'k'), ('i', 'i'))
+def test_lockstep_passes_run_every_source(files, monkeypatch):
+    """With lockstep_passes (set by the FSDP and DeepSpeed strategies)
+    and 2 ranks, an image-only batch also runs the text and pair passes
+    on 0 samples: the same losses, and every parameter gets a gradient,
+    zero for the unused language half. One rank alone skips them."""
+    from beit3_mm.engine.strategies import require_lockstep_passes
+    model = build(files).train()
+    require_lockstep_passes(model)
+    assert model.lockstep_passes
+    data = model.data_preprocessor(batch('ii'), True)
+    calls, backbone_encode = [], model.backbone.encode
+
+    def encode(**kwargs):
+        out = backbone_encode(**kwargs)
+        calls.append(out.shape[0])
+        return out
+
+    monkeypatch.setattr(model.backbone, 'encode', encode)
+    losses = {}
+    for world in (1, 2):
+        monkeypatch.setattr(
+            'beit3_mm.models.selfsup.beit3_pretrain.get_world_size',
+            lambda: world)
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(0)
+        losses[world] = model(**data, mode='loss')
+        model.parse_losses(losses[world])[0].backward()
+    torch.testing.assert_close(losses[1], losses[2])
+    assert calls == [2, 2, 0, 0]  # images; images, empty text and pair
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None, name
+            if name.startswith('mlm_head.') or is_language_key(
+                    name.removeprefix('backbone.')):
+                assert not p.grad.any(), name
 
 
-def ddp_adamw(model: BEiT3Pretrain) -> torch.optim.AdamW:
+# rank 0's and rank 1's sources per step: one rank images only and the
+# other texts only, both texts, images and pairs against packed texts, and
+# no rank using the language half
+SHARDED_STEPS = (('i', 't'), ('t', 't'), ('ip', 'k'), ('i', 'i'))
+# the strategy configs as shipped, in fp32 (only the sharding differs)
+STRATEGY_CONFIGS = dict(
+    fsdp=('fsdp_bf16.py', {'strategy.model_wrapper.mixed_precision': None}),
+    zero2=('deepspeed_zero2_bf16.py', {'strategy.bf16.enabled': False}))
+RANK_TIMEOUT = 120  # s, for 2 ranks: a collective one rank skips hangs
+
+
+def sharded_adamw(model: BEiT3Pretrain) -> torch.optim.AdamW:
     # eps 1e-3: see tests/engine/test_distributed.py (float noise in
     # gradients that are zero in exact arithmetic)
     return torch.optim.AdamW(model.parameters(), lr=1e-3, eps=1e-3)
 
 
-@pytest.mark.slow
-def test_ddp_with_single_source_batches_matches_one_process(tmp_path, files):
-    """Two gloo ranks with find_unused_parameters=True (the pretraining
-    configs): steps where a rank has only images, only texts, or both,
-    and one where no rank uses the language half. The ranks stay in sync
-    and end with the weights of one process that takes both ranks'
-    batches with the same masks and averages their losses."""
-    torch.multiprocessing.spawn(
-        _ddp_worker, args=(str(tmp_path), files), nprocs=2)
-    a, b = (torch.load(tmp_path / f'{r}.pth') for r in range(2))
+def one_process_run(files, zero_unused: bool) -> tuple:
+    """Losses (step, rank) and final weights of one process that takes
+    both ranks' batches of SHARDED_STEPS with their masks and averages
+    their losses; with ``zero_unused``, a parameter that no batch of the
+    step used gets a zero gradient (sharded training) instead of None."""
     torch.manual_seed(0)
     model = build(files).train()
-    optim = ddp_adamw(model)
-    for step, sources in enumerate(DDP_STEPS):
+    optim = sharded_adamw(model)
+    losses = torch.zeros(len(SHARDED_STEPS), 2)
+    for step, sources in enumerate(SHARDED_STEPS):
         for rank in range(2):
             torch.manual_seed(2 * step + rank)
             data = model.data_preprocessor(batch(sources[rank], seed=rank),
                                            True)
             loss, _ = model.parse_losses(model(**data, mode='loss'))
             (loss / 2).backward()
+            losses[step, rank] = loss.detach()
+        for p in model.parameters():
+            if zero_unused and p.requires_grad and p.grad is None:
+                p.grad = torch.zeros_like(p)
         optim.step()
         optim.zero_grad()
-    for k, v in model.state_dict().items():
-        assert torch.equal(a[k], b[k]), k
-        torch.testing.assert_close(a[k], v, rtol=1e-4, atol=1e-6,
-                                   msg=lambda m: f'{k}: {m}')
+    return losses, model.state_dict()
 
 
-def _ddp_worker(rank: int, out: str, files: dict) -> None:
+def run_two_ranks(out, files, strategy: str) -> list:
+    """The (losses, state dict) that the 2 gloo ranks save after training
+    SHARDED_STEPS under ``strategy`` (FSDP: rank 0 only); fails after
+    RANK_TIMEOUT s instead of hanging."""
+    context = torch.multiprocessing.start_processes(
+        _rank_worker, args=(str(out), files, strategy), nprocs=2,
+        join=False, start_method='spawn')
+    deadline = time.monotonic() + RANK_TIMEOUT
+    while not context.join(max(deadline - time.monotonic(), 0)):
+        if time.monotonic() >= deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f'2 ranks under {strategy} still ran after '
+                        f'{RANK_TIMEOUT} s: a collective one rank skipped?')
+    return [torch.load(path) for path in sorted(out.glob('rank*.pth'))]
+
+
+def _rank_worker(rank: int, out: str, files: dict, strategy: str) -> None:
     import torch.distributed as dist
     from mmengine.model import MMDistributedDataParallel
+    from mmengine.registry import STRATEGIES
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE='2',
+                      LOCAL_WORLD_SIZE='2', MASTER_ADDR='127.0.0.1')
     dist.init_process_group('gloo', init_method=f'file://{out}/init',
                             rank=rank, world_size=2)
-    torch.manual_seed(0)
-    model = build(files).train()
-    ddp = MMDistributedDataParallel(module=model,
-                                    find_unused_parameters=True)
-    optim = OptimWrapper(ddp_adamw(model))
-    for step, sources in enumerate(DDP_STEPS):
+    if strategy == 'ddp':
+        torch.manual_seed(0)
+        model = build(files).train()
+        wrapped = MMDistributedDataParallel(module=model,
+                                            find_unused_parameters=True)
+        optim = OptimWrapper(sharded_adamw(model))
+    else:
+        name, options = STRATEGY_CONFIGS[strategy]
+        cfg = Config.fromfile(
+            osp.join(ROOT, 'configs/_base_/strategies', name))
+        cfg.merge_from_dict(options)
+        runner = STRATEGIES.build(cfg.strategy.to_dict())  # seeds anew
+        torch.manual_seed(0)
+        model = build(files, init=False).train()  # prepare initialises it
+        wrapped, optim = runner.prepare(
+            model,
+            optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3,
+                                              eps=1e-3)),
+            dispatch_kwargs=dict(max_iters=len(SHARDED_STEPS),
+                                 max_epochs=1))
+    losses = []
+    for step, sources in enumerate(SHARDED_STEPS):
         torch.manual_seed(2 * step + rank)
-        ddp.train_step(batch(sources[rank], seed=rank), optim)
-    torch.save(model.state_dict(), osp.join(out, f'{rank}.pth'))
+        losses.append(wrapped.train_step(batch(sources[rank], seed=rank),
+                                         optim)['loss'].detach().float())
+    state = (runner.model_state_dict() if strategy == 'fsdp' else
+             model.state_dict())
+    if state:  # FSDP's full state dict: rank 0 only
+        torch.save((torch.stack(losses), state),
+                   osp.join(out, f'rank{rank}.pth'))
+    dist.barrier()  # rank 1 leaves after rank 0's gather
     dist.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('strategy', ['ddp', 'fsdp', 'zero2'])
+def test_single_source_batches_under_sharding_match_one_process(
+        tmp_path, files, strategy):
+    """Two gloo ranks (DDP with find_unused_parameters=True as the
+    pretraining configs set; FSDP and ZeRO-2 as configured, in fp32):
+    steps where a rank has only images, only texts, or both, and one where
+    no rank uses the language half. Each rank logs the loss of its batch
+    in the one process run, and ends with its weights (rtol 1e-4); under
+    FSDP and ZeRO-2, with a zero gradient for a half no rank used (DDP:
+    None). Without lockstep_passes FSDP hangs (the ranks gather each layer
+    once per pass) and ZeRO-2 stops on mismatched gradient buckets."""
+    ranks = run_two_ranks(tmp_path, files, strategy)
+    losses, expected = one_process_run(files, strategy != 'ddp')
+    for rank, (got_losses, state) in enumerate(ranks):
+        torch.testing.assert_close(got_losses, losses[:, rank], rtol=1e-4,
+                                   atol=1e-6)
+        assert state.keys() == expected.keys()
+        for k, v in expected.items():
+            torch.testing.assert_close(state[k], v, rtol=1e-4, atol=1e-6,
+                                       msg=lambda m: f'rank {rank} {k}: {m}')

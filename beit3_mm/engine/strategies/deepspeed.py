@@ -1,4 +1,5 @@
 """DeepSpeed ZeRO through mmengine's ``FlexibleRunner``."""
+import importlib
 import json
 import os
 import os.path as osp
@@ -13,6 +14,7 @@ from mmengine.dist import is_distributed
 
 from beit3_mm.registry import OPTIMIZERS, STRATEGIES
 from beit3_mm.utils import read_checkpoint
+from .lockstep import require_lockstep_passes
 
 DeepSpeedStrategy = mmengine_deepspeed.DeepSpeedStrategy
 
@@ -124,7 +126,9 @@ class BEiT3DeepSpeedStrategy(DeepSpeedStrategy):
       only what training has);
     - fp16 on the CPU stops at build time, and so does ZeRO-3 on a model
       whose frozen ``target_generator`` is in its module tree
-      (:func:`check_no_frozen_target_generator`).
+      (:func:`check_no_frozen_target_generator`);
+    - models with ``lockstep_passes`` make the same passes on every rank
+      (:func:`require_lockstep_passes`).
     """
 
     def __init__(self, **kwargs) -> None:
@@ -168,15 +172,18 @@ class BEiT3DeepSpeedStrategy(DeepSpeedStrategy):
         return super().build_optim_wrapper(optim_wrapper, model)
 
     def _wrap_model(self, model: nn.Module):
+        require_lockstep_passes(model)
         zero = self.config.get('zero_optimization', {})
         if zero.get('stage', 0) >= 3:
             check_no_frozen_target_generator(model)
         if not torch.cuda.is_available():
             # On the CPU, DeepSpeed's comm backend JIT-compiles a
             # shared-memory all-reduce (~100 s on 2 cores) that only
-            # inference_all_reduce (tensor-parallel inference) uses.
-            import deepspeed.comm.torch
-            deepspeed.comm.torch.build_shm_op = lambda: None
+            # inference_all_reduce (tensor-parallel inference) uses. (The
+            # attribute deepspeed.comm.torch is the torch module, which
+            # deepspeed.comm re-exports: patch the backend module itself.)
+            backend = importlib.import_module('deepspeed.comm.torch')
+            backend.build_shm_op = lambda: None
         if not hasattr(self, 'optim_wrapper') and zero.get('stage', 0) < 3:
             # test / val: ZeRO-1/2 shard optimizer states and gradients only
             self.config['zero_optimization'] = dict(zero, stage=0)

@@ -13,6 +13,7 @@ from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
 
 from beit3_mm.models.layers import MultiwayTransformerLayer
 from beit3_mm.registry import FUNCTIONS, STRATEGIES
+from .lockstep import require_lockstep_passes
 
 
 @FUNCTIONS.register_module()
@@ -48,7 +49,9 @@ class BEiT3FSDPStrategy(FSDPStrategy):
     Optimizer states are saved from the optimizer (mmengine passes the
     optim wrapper, whose extra base-lr group shifts FSDP's parameter
     mapping) and resume with torch 2's argument order of
-    ``FSDP.optim_state_dict_to_load`` (mmengine passes torch 1's).
+    ``FSDP.optim_state_dict_to_load`` (mmengine passes torch 1's). Models
+    with ``lockstep_passes`` make the same passes on every rank
+    (:func:`require_lockstep_passes`).
 
     The optimizer's parameter groups are made on the model before it is
     wrapped, then moved onto FSDP's parameters by name: with
@@ -66,6 +69,7 @@ class BEiT3FSDPStrategy(FSDPStrategy):
         return super().load_checkpoint(filename, **kwargs)
 
     def _wrap_model(self, model: nn.Module) -> Any:
+        require_lockstep_passes(model)
         if not torch.cuda.is_available():
             wrapper = dict(self.model_wrapper
                            or dict(type='MMFullyShardedDataParallel'))

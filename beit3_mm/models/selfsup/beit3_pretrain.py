@@ -6,6 +6,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmengine.dist import get_world_size
 from mmengine.logging import MMLogger, print_log
 from mmpretrain.models.utils import MultiModalDataPreprocessor
 from mmpretrain.structures import DataSample
@@ -132,7 +133,18 @@ class BEiT3Pretrain(BEiT3VLModel):
     without texts and pairs the language half (and ``mlm_head``): their
     parameters get no gradient (None, so AdamW leaves them alone). Under
     DDP such batches need ``find_unused_parameters=True``, which the
-    pretraining configs set; DeepSpeed ZeRO-3 takes them as they are.
+    pretraining configs set.
+
+    Sharded training (FSDP, DeepSpeed ZeRO) needs more: every rank must
+    run the same module calls and give every parameter a gradient, as
+    FSDP and ZeRO-3 gather the weights of each layer in every pass and
+    reduce each unit's gradient once, and ZeRO-2 reduces the gradients of
+    the parameters used in buckets. Their beit3-mm strategies set
+    ``lockstep_passes``: then, with more than one rank, a source missing
+    from a rank's batch gets its pass on 0 samples (:meth:`empty_pass`),
+    joined to the loss with weight 0. The parameters of a half that no
+    rank used get zero gradients (AdamW applies its momentum and weight
+    decay to them), as sharded flat gradients give them anyway.
 
     Images: the data preprocessor gives the student's view (default
     :class:`BEiT3PretrainDataPreprocessor` with mean = std = 127.5, the
@@ -282,6 +294,8 @@ class BEiT3Pretrain(BEiT3VLModel):
             for s in SOURCES
         }
         self.reinit_mim_head = reinit_mim_head
+        #: same passes on every rank, see the class docstring
+        self.lockstep_passes = False
 
         D = bb.embed_dims
         self.mim_head = nn.Linear(D, target.num_embed)
@@ -506,21 +520,53 @@ class BEiT3Pretrain(BEiT3VLModel):
         w = self.loss_weights
         if num_images:
             codes = self.visual_tokens(images)
-        if 'image' in groups:
-            rows, _ = groups['image']
-            loss, acc = self.mim(images[rows], codes[rows], self.image_masks)
-            losses.update(loss_mim_image=w['image'] * loss, mim_acc_image=acc)
-        if 'text' in groups:
-            loss, acc = self.mlm(groups['text'][1])
-            losses.update(loss_mlm_text=w['text'] * loss, mlm_acc_text=acc)
-        if 'pair' in groups:
-            rows, samples = groups['pair']
-            mim_loss, mim_acc, mlm_loss, mlm_acc = self.pair_mdm(
-                images[rows], codes[rows], samples)
-            losses.update(
-                loss_mim_pair=w['pair'] * mim_loss, mim_acc_pair=mim_acc,
-                loss_mlm_pair=w['pair'] * mlm_loss, mlm_acc_pair=mlm_acc)
+        lockstep = self.lockstep_passes and get_world_size() > 1
+        stand_ins = []
+        for source in SOURCES:  # the same order on every rank
+            if source not in groups:
+                if lockstep:
+                    stand_ins.append(self.empty_pass(source))
+            elif source == 'image':
+                rows, _ = groups['image']
+                loss, acc = self.mim(images[rows], codes[rows],
+                                     self.image_masks)
+                losses.update(loss_mim_image=w['image'] * loss,
+                              mim_acc_image=acc)
+            elif source == 'text':
+                loss, acc = self.mlm(groups['text'][1])
+                losses.update(loss_mlm_text=w['text'] * loss,
+                              mlm_acc_text=acc)
+            else:
+                rows, samples = groups['pair']
+                mim_loss, mim_acc, mlm_loss, mlm_acc = self.pair_mdm(
+                    images[rows], codes[rows], samples)
+                losses.update(
+                    loss_mim_pair=w['pair'] * mim_loss, mim_acc_pair=mim_acc,
+                    loss_mlm_pair=w['pair'] * mlm_loss, mlm_acc_pair=mlm_acc)
+        if stand_ins:
+            first = next(iter(losses))
+            losses[first] = losses[first] + sum(stand_ins)
         return losses
+
+    def empty_pass(self, source: str) -> Tensor:
+        """The encoder pass and heads of ``source`` on 0 samples: a zero
+        (scalar) that joins the loss, so that every parameter of the pass
+        gets a gradient (zero) and every rank runs the same backward."""
+        inputs, heads = {}, []
+        if source != 'text':  # the mask token too
+            h, w = self.backbone.patch_resolution
+            weight = self.backbone.vision_embed.proj.weight
+            inputs.update(
+                images=weight.new_zeros((0, 3, *self.backbone.img_size)),
+                image_mask=torch.zeros((0, h * w), dtype=torch.bool,
+                                       device=weight.device))
+            heads.append(self.mim_head)
+        if source != 'image':
+            inputs['text_ids'] = torch.zeros(
+                (0, self.max_text_len), dtype=torch.long, device=self.device)
+            heads.append(self.mlm_head)
+        x = self.backbone.encode(**inputs)
+        return sum(head(x).sum() for head in heads)
 
     # ------------------------------------------------------------ others
     def extract_feat(self, images: Optional[Tensor],
