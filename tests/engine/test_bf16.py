@@ -103,3 +103,96 @@ def test_cpu_bf16_attention_matches_sdpa(mask):
     assert err < 1e-2, err
     out.float().sum().backward()
     assert all(t.grad.dtype == torch.float32 for t in (q, k, v))
+
+
+def tiny_backbone(seed=0):
+    from helpers import TINY, TINY_IMG, VOCAB, randomize_
+
+    from beit3_mm.models import BEiT3
+    model = BEiT3(arch=TINY, img_size=TINY_IMG, vocab_size=VOCAB,
+                  out_type='raw').eval()
+    randomize_(model, seed)
+    return model
+
+
+def tiny_inputs():
+    from helpers import TINY_IMG, VOCAB
+    g = torch.Generator().manual_seed(1)
+    images = torch.randn(2, 3, TINY_IMG, TINY_IMG, generator=g)
+    text = torch.randint(0, VOCAB, (2, 5), generator=g)
+    pad = torch.tensor([[False] * 5, [False] * 3 + [True] * 2])
+    return images, text, pad
+
+
+def bf16_inference(model, inputs):
+    with torch.inference_mode(), torch.autocast('cpu', dtype=torch.bfloat16):
+        return model.encode(*inputs)
+
+
+def test_cpu_bf16_inference_fuses_epilogues_and_casts_weights_once():
+    """Without autograd, bf16 autocast runs every layer linear as one oneDNN
+    product with its bias (and fc1's GELU) on the float32 accumulator:
+    within bf16 rounding of float32, as the autograd path is; a second
+    forward casts no weight (the bf16 copies are kept)."""
+    from torch.profiler import profile
+
+    from helpers import TINY
+    model, inputs = tiny_backbone(), tiny_inputs()
+    with torch.no_grad():
+        ref = model.encode(*inputs)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        trained = model.encode(*inputs)
+    out = bf16_inference(model, inputs)
+    for bf16 in (out, trained):
+        err = (bf16.float() - ref).norm() / ref.norm()
+        assert err < 1e-2, err
+    assert not torch.equal(out, trained)  # another path
+    with profile(record_shapes=True) as prof:
+        assert torch.equal(bf16_inference(model, inputs), out)
+    ops = {e.key: e.count for e in prof.key_averages()}
+    layers, experts = TINY['num_layers'], 2
+    # qkv, out, fc1 (+ GELU), fc2 of each expert of each layer
+    assert ops['mkldnn::_linear_pointwise'] == 4 * layers * experts
+    assert not {'aten::gelu', 'aten::addmm', 'aten::linear'} & set(ops)
+    D, F = TINY['embed_dims'], TINY['feedforward_channels']
+    weights = [[3 * D, D], [D, D], [F, D], [D, F]]
+    casts = [e for e in prof.events() if e.name == 'aten::_to_copy'
+             and e.input_shapes and e.input_shapes[0] in weights]
+    assert not casts
+
+
+def test_bf16_weight_cache_follows_parameter_changes():
+    """The kept bf16 weights are rebuilt when a parameter changes in place
+    (optimizer step, load_state_dict) or is replaced (``.data``), on
+    ``eval()`` (after a write through ``.data``), also for weights built
+    under inference_mode (cast on every call): the output is
+    that of a fresh copy of the model (a deep copy carries no cache)."""
+    import copy
+    model, inputs = tiny_backbone(0), tiny_inputs()
+
+    def check_fresh(before):
+        out = bf16_inference(model, inputs)
+        assert not torch.equal(out, before)
+        assert torch.equal(out, bf16_inference(copy.deepcopy(model), inputs))
+        return out
+
+    out = bf16_inference(model, inputs)
+    model.load_state_dict(tiny_backbone(1).state_dict())
+    out = check_fresh(out)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    opt.step()
+    out = check_fresh(out)
+    fc1 = model.encoder.layers[1].ffn.A.fc1
+    fc1.weight.data = torch.randn_like(fc1.weight)
+    out = check_fresh(out)
+    with torch.no_grad():  # as EMAHook swaps weights: no version bump
+        fc1.weight.data.copy_(torch.randn_like(fc1.weight))
+    model.eval()  # what mmengine's loops call before each validation
+    out = check_fresh(out)
+    with torch.inference_mode():
+        model = tiny_backbone(0)
+        out = bf16_inference(model, inputs)
+        model.load_state_dict(tiny_backbone(1).state_dict())
+        check_fresh(out)

@@ -274,7 +274,7 @@ def test_ffn_gelu_is_the_reference_one_under_autocast(dtype):
     ffn = FeedForward(32, 64)
     randomize_(ffn)
     x = 4 * torch.randn(2, 7, 32)
-    with torch.no_grad(), torch.autocast('cpu', dtype=dtype):
+    with torch.enable_grad(), torch.autocast('cpu', dtype=dtype):
         ours = ffn(x)
         h = ffn.fc1(x)
         ref = ffn.fc2(ffn.ffn_layernorm(F.gelu(h.float()).type_as(h)))

@@ -28,7 +28,9 @@ Modes:
   timm under the same autocast (throughput); and on the CPU, the rate of
   the layers' matrix products (q / k / v, out, fc1, fc2 at the batch's
   tokens) in bf16 vs float32: the speed-up the bf16 forward would reach if
-  nothing but these products took time.
+  nothing but these products took time; and one profiled forward of ours
+  in each precision: the share of operator time in matrix products and
+  the costliest other operators.
 - ``memory``: peak memory of one image forward (batch 1, global attention)
   at ``--mem-img-size``, ours vs torchscale.
 - ``caption`` (not run by default: minutes on a CPU): ``BEiT3Caption``
@@ -89,6 +91,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
+from torch.profiler import ProfilerActivity, profile
 
 from beit3_mm.models import BEiT3
 
@@ -435,6 +438,8 @@ def bench_bf16(setup: Setup, args: argparse.Namespace) -> List[Row]:
         rows.append(
             Row('GEMM bf16 vs fp32 (the layers\' linears)', 'GFLOP/s',
                 rate['bfloat16'], rate['float32']))
+        for name in ('ours fp32', 'ours bf16'):
+            print(f'[bf16] {format_breakdown(name, fns[name])}', flush=True)
     return rows
 
 
@@ -489,6 +494,32 @@ def gemm_rates(gemms: Dict[str, Gemm], iters: int,
     return rates
 
 
+MATMUL_OPS = ('aten::mm', 'aten::addmm', 'aten::bmm', 'aten::baddbmm',
+              'mkldnn::_linear_pointwise', 'aten::mkldnn_convolution',
+              'aten::convolution_backward')
+
+
+def breakdown(fn: Callable[[], object]) -> Tuple[float, List[Tuple[str,
+                                                                 float]]]:
+    """One profiled call of ``fn``: the share of its operator time (self
+    CPU time) in matrix products (and convolutions), and the five costliest
+    other operators with their share."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    times = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
+    total = sum(times.values())
+    others = sorted(((k, t / total) for k, t in times.items()
+                     if k not in MATMUL_OPS), key=lambda kt: -kt[1])
+    return sum(times.get(k, 0) for k in MATMUL_OPS) / total, others[:5]
+
+
+def format_breakdown(name: str, fn: Callable[[], object]) -> str:
+    share, others = breakdown(fn)
+    return (f'{name}: {share:.0%} of the operator time in matrix products; '
+            'most of the rest: ' + ', '.join(f'{k} {t:.1%}'
+                                             for k, t in others))
+
+
 SPEED_MODES = {
     'image': bench_image,
     'text': bench_text,
@@ -497,15 +528,19 @@ SPEED_MODES = {
 }
 
 
-@torch.inference_mode()
 def run_speed_modes(args: argparse.Namespace) -> List[Row]:
+    """The speed modes on one setup, built as a user builds a model
+    (ordinary parameters, not inference tensors) and run under
+    ``torch.inference_mode``."""
     modes = [m for m in args.modes if m in SPEED_MODES]
     if not modes:
         return []
     setup = build_setup(args)
     rows = []
     for mode in modes:
-        for row in SPEED_MODES[mode](setup, args):
+        with torch.inference_mode():
+            mode_rows = SPEED_MODES[mode](setup, args)
+        for row in mode_rows:
             print(f'[{mode}] {format_row(row)}', flush=True)
             rows.append(row)
     return rows

@@ -54,14 +54,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.profiler import ProfilerActivity, profile
 
 from beit3_mm.models import BEiT3
 
 # the sibling inference benchmark: models with identical weights, RSS peaks
 from benchmark import (MMAP_THRESHOLD, VOCAB_SIZE, TorchscaleBEiT3,
-                       build_pair, gemm_rates, linear_gemms, read_proc_status,
-                       reset_peak_rss)
+                       build_pair, format_breakdown, gemm_rates, linear_gemms,
+                       read_proc_status, reset_peak_rss)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -177,24 +176,6 @@ def step_peaks(args: argparse.Namespace) -> Dict[str, int]:
     return json.loads(out.strip().splitlines()[-1])
 
 
-MATMUL_OPS = ('aten::mm', 'aten::addmm', 'aten::bmm', 'aten::baddbmm',
-              'aten::mkldnn_convolution', 'aten::convolution_backward')
-
-
-def breakdown(step: Callable[[], None]) -> Tuple[float, List[Tuple[str,
-                                                                  float]]]:
-    """One profiled step: the share of its operator time in matrix
-    products (and convolutions), and the five costliest other operators
-    with their share."""
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        step()
-    times = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
-    total = sum(times.values())
-    others = sorted(((k, t / total) for k, t in times.items()
-                     if k not in MATMUL_OPS), key=lambda kt: -kt[1])
-    return sum(times.get(k, 0) for k in MATMUL_OPS) / total, others[:5]
-
-
 def bench_step(args: argparse.Namespace) -> None:
     steps = build_steps(args)
     times: Dict[str, List[float]] = {name: [] for name in steps}
@@ -241,10 +222,8 @@ def bench_step(args: argparse.Namespace) -> None:
         print(f'| {name} | {rate["float32"]:.0f} | {rate["bfloat16"]:.0f} '
               f'| {rate["bfloat16"] / rate["float32"]:.2f}x |')
     for precision in ('fp32', 'bf16'):
-        share, others = breakdown(steps[f'ours {precision}'])
-        print(f'ours {precision}: {share:.0%} of the operator time in '
-              'matrix products; most of the rest: ' + ', '.join(
-                  f'{k} {t:.1%}' for k, t in others))
+        print(format_breakdown(f'ours {precision}',
+                               steps[f'ours {precision}']))
 
 
 # ----------------------------------------------------------------- sharded

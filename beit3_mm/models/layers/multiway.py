@@ -16,6 +16,8 @@ from mmcv.cnn.bricks.drop import DropPath
 from torch.utils.checkpoint import checkpoint
 
 from .attention import attention
+from .cpu_bf16 import (AutocastLinear, BF16WeightCacheOwner, bf16_inference,
+                       cached_bf16, fused_linear)
 from .norm import AutocastLayerNorm, autocast_dtype
 from .rel_pos import DecomposedRelPos
 from .window import window_attention
@@ -121,25 +123,33 @@ class KVCache:
 
 
 class FeedForward(nn.Module):
-    """fc1 -> GELU (exact, computed in float32) -> sub-LayerNorm -> fc2."""
+    """fc1 -> GELU (exact, computed in float32) -> sub-LayerNorm -> fc2.
+
+    In CPU bf16 inference the GELU runs inside fc1's product, on its
+    float32 accumulator (see :mod:`.cpu_bf16`).
+    """
 
     def __init__(self, embed_dims: int, feedforward_channels: int):
         super().__init__()
-        self.fc1 = nn.Linear(embed_dims, feedforward_channels)
+        self.fc1 = AutocastLinear(embed_dims, feedforward_channels)
         self.ffn_layernorm = _layer_norm(feedforward_channels)
-        self.fc2 = nn.Linear(feedforward_channels, embed_dims)
+        self.fc2 = AutocastLinear(feedforward_channels, embed_dims)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.fc1(x)
-        # The reference upcasts to float32 around GELU. The float32 and
-        # bfloat16 kernels compute in float32 already (bit-identical
-        # result), so only float16 pays for the two extra copies.
-        x = F.gelu(x.float()).type_as(x) if x.dtype == torch.float16 \
-            else F.gelu(x)
+        if bf16_inference(x):
+            x = fused_linear(x, *self.fc1.bf16_weights(), gelu=True)
+        else:
+            x = self.fc1(x)
+            # The reference upcasts to float32 around GELU. The float32
+            # and bfloat16 kernels compute in float32 already
+            # (bit-identical result), so only float16 pays for the two
+            # extra copies.
+            x = F.gelu(x.float()).type_as(x) if x.dtype == torch.float16 \
+                else F.gelu(x)
         return self.fc2(self.ffn_layernorm(x))
 
 
-class MultiwayAttention(nn.Module):
+class MultiwayAttention(BF16WeightCacheOwner):
     """Multi-head attention with per-modality projections and one softmax.
 
     Args:
@@ -171,7 +181,7 @@ class MultiwayAttention(nn.Module):
         self.window_size = window_size
         self.rel_pos = (None if rel_pos_size is None else DecomposedRelPos(
             rel_pos_size, self.head_dims))
-        linear = lambda: nn.Linear(embed_dims, embed_dims)  # noqa: E731
+        linear = lambda: AutocastLinear(embed_dims, embed_dims)  # noqa: E731
         self.k_proj = Multiway.pair(linear, with_language)
         self.v_proj = Multiway.pair(linear, with_language)
         self.q_proj = Multiway.pair(linear, with_language)
@@ -191,12 +201,19 @@ class MultiwayAttention(nn.Module):
         Under autocast the three projections of the expert run as one
         matrix product (one weight cast, one GEMM); in full precision they
         run one by one, as the reference does, so that float32 results do
-        not change.
+        not change. In CPU bf16 inference the stacked bf16 weight is cached
+        (see :mod:`.cpu_bf16`) and q, k and v come out contiguous, each
+        ready for the attention's batched products.
         """
         if x is None:
             return None, None, None
         projs = [getattr(p, expert) for p in (self.q_proj, self.k_proj,
                                                 self.v_proj)]
+        if bf16_inference(x):
+            qkv = fused_linear(x, *cached_bf16(self, expert, projs))
+            B, N, _ = qkv.shape
+            return qkv.view(B, N, 3, self.num_heads, self.head_dims).permute(
+                2, 0, 3, 1, 4).contiguous().unbind(0)
         if autocast_dtype(x.device.type) is None:
             return tuple(self._heads(p(x)) for p in projs)
         weight = torch.cat([p.weight for p in projs])
