@@ -196,3 +196,26 @@ def test_bf16_weight_cache_follows_parameter_changes():
         out = bf16_inference(model, inputs)
         model.load_state_dict(tiny_backbone(1).state_dict())
         check_fresh(out)
+
+
+def test_bf16_weight_cache_keeps_no_copy_of_sharded_weights():
+    """Weights that are views into a flat buffer (FSDP's) or DeepSpeed
+    ZeRO-3 parameters are cast on every call: no copy is kept, and the
+    output is that of a plain cached linear."""
+    from beit3_mm.models.layers.cpu_bf16 import _CACHE, AutocastLinear
+    x = torch.randn(2, 5, 16)
+    plain, flat, zero3 = (AutocastLinear(16, 8) for _ in range(3))
+    flat.load_state_dict(plain.state_dict())
+    zero3.load_state_dict(plain.state_dict())
+    buffer = torch.cat([flat.weight.detach().flatten(),
+                        flat.bias.detach(), torch.zeros(3)])
+    flat.weight.data = buffer[:128].view(8, 16)
+    flat.bias.data = buffer[128:136]
+    zero3.weight.ds_id = zero3.bias.ds_id = 0
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        outs = [m(x) for m in (plain, flat, zero3)]
+    assert plain in _CACHE
+    assert flat not in _CACHE and zero3 not in _CACHE
+    assert torch.equal(outs[1], outs[2])
+    torch.testing.assert_close(outs[0].float(), outs[1].float(), rtol=1e-2,
+                               atol=1e-2)

@@ -58,6 +58,18 @@ def _stamp(tensors: Sequence[Tensor]) -> Stamp:
             for t in tensors]
 
 
+def _cacheable(t: Tensor) -> bool:
+    """Whether a bf16 copy of ``t`` may be kept: ``t`` has a version to
+    watch (not made under ``torch.inference_mode``) and is a whole
+    parameter of its own: neither a view into a sharded flat buffer
+    (FSDP) nor a DeepSpeed ZeRO-3 parameter (``ds_id``), gathered for the
+    forward only; a kept copy would hold the full weights that sharding
+    frees."""
+    return (not t.is_inference() and not hasattr(t, 'ds_id')
+            and t.storage_offset() == 0 and
+            t.untyped_storage().nbytes() == t.numel() * t.element_size())
+
+
 def cached_bf16(owner: nn.Module, key: str,
                 linears: Sequence[nn.Linear]) -> Tuple[Tensor, Tensor]:
     """The weights of ``linears`` stacked along the output features,
@@ -66,11 +78,11 @@ def cached_bf16(owner: nn.Module, key: str,
     of them changes, the weight in oneDNN's blocked layout (5-7% faster
     products than the plain one).
 
-    Weights created under ``torch.inference_mode`` have no version to
-    watch: they are cast anew (plain layout) on every call.
+    Weights that are not :func:`_cacheable` are cast anew (plain layout)
+    on every call.
     """
     sources = [t for m in linears for t in (m.weight, m.bias)]
-    if any(t.is_inference() for t in sources):
+    if not all(map(_cacheable, sources)):
         return _stack(linears)
     stamp = _stamp(sources)
     entries = _CACHE.setdefault(owner, {})
