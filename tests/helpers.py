@@ -488,7 +488,7 @@ def kmeans_vqkd_file(path: str, image_paths, arch: dict, img_size: int,
 
 PRETRAIN_DEMO = osp.join(
     ROOT, 'configs/beit3/pretrain',
-    'beit3-tiny-p8_pretrain_1xb48-600it_demo-mixed.py')
+    'beit3-tiny-p8_pretrain_1xb48-1200it_demo-mixed.py')
 CLS_DEMO = osp.join(ROOT, 'configs/beit3/classification',
                     'beit3-tiny-p8_1xb32-40e_demo-shapes.py')
 VQKD_DEMO = osp.join(ROOT, 'configs/beit3/vqkd',

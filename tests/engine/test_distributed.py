@@ -78,7 +78,7 @@ def _pretrain(root: str) -> None:
     demo_vqkd_file(osp.dirname(osp.dirname(root)))  # data/demo_vqkd.pth
 
 
-PRETRAIN = 'pretrain/beit3-tiny-p8_pretrain_1xb48-600it_demo-mixed.py'
+PRETRAIN = 'pretrain/beit3-tiny-p8_pretrain_1xb48-1200it_demo-mixed.py'
 
 # Each epoch-based family's train set holds NUM_ITERS x 2 x batch_size
 # samples.
