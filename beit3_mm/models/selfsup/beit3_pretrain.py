@@ -19,6 +19,9 @@ from ..utils import fit_backbone_state, read_beit3_file, summarize_keys
 from .masking import BlockMaskGenerator, mask_text_tokens
 from .vqkd import VQKDTokenizer
 
+# the loss entry that carries the gradient under lockstep passes
+LOCKSTEP_GRAPH = 'loss_lockstep_graph'  # 'loss': summed by any parse_losses
+
 Tensor = torch.Tensor
 
 HEADS = ('mim_head', 'mlm_head')
@@ -142,7 +145,9 @@ class BEiT3Pretrain(BEiT3VLModel):
     the parameters used in buckets. Their beit3-mm strategies set
     ``lockstep_passes``: then, with more than one rank, a source missing
     from a rank's batch gets its pass on 0 samples (:meth:`empty_pass`),
-    joined to the loss with weight 0. The parameters of a half that no
+    joined to the loss with weight 0, and one output entry carries the
+    whole graph (the logged terms are detached), so that every rank hands
+    the wrapper the same outputs. The parameters of a half that no
     rank used get zero gradients (AdamW applies its momentum and weight
     decay to them), as sharded flat gradients give them anyway.
 
@@ -543,10 +548,25 @@ class BEiT3Pretrain(BEiT3VLModel):
                 losses.update(
                     loss_mim_pair=w['pair'] * mim_loss, mim_acc_pair=mim_acc,
                     loss_mlm_pair=w['pair'] * mlm_loss, mlm_acc_pair=mlm_acc)
-        if stand_ins:
-            first = next(iter(losses))
-            losses[first] = losses[first] + sum(stand_ins)
+        if lockstep:
+            # One output carries the whole graph, whichever sources this
+            # rank has: ZeRO-3 hooks each output that needs a gradient and
+            # orders its gathers by them, so the count must not vary
+            # between ranks (it hung when it did). The logged terms are
+            # detached copies; parse_losses adds the carrier (value 0).
+            total = sum(v for k, v in losses.items() if k.startswith('loss'))
+            total = total + sum(stand_ins)
+            losses = {k: v.detach() for k, v in losses.items()}
+            losses[LOCKSTEP_GRAPH] = total - total.detach()
         return losses
+
+    def parse_losses(self, losses: Dict[str, Tensor]
+                     ) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """mmengine's, plus the gradient carrier of lockstep passes
+        (:meth:`loss`), which is not logged."""
+        carrier = losses.pop(LOCKSTEP_GRAPH, None)
+        loss, log_vars = super().parse_losses(losses)
+        return (loss if carrier is None else loss + carrier), log_vars
 
     def empty_pass(self, source: str) -> Tensor:
         """The encoder pass and heads of ``source`` on 0 samples: a zero
@@ -555,11 +575,15 @@ class BEiT3Pretrain(BEiT3VLModel):
         inputs, heads = {}, []
         if source != 'text':  # the mask token too
             h, w = self.backbone.patch_resolution
-            weight = self.backbone.vision_embed.proj.weight
+            # dtype and device from the module's parameters, not the
+            # attribute: reading a ZeRO-3 parameter by name outside its
+            # module's call gathers it, a collective only this rank makes
+            ref = next(self.backbone.vision_embed.parameters())
             inputs.update(
-                images=weight.new_zeros((0, 3, *self.backbone.img_size)),
+                images=torch.zeros((0, 3, *self.backbone.img_size),
+                                   dtype=ref.dtype, device=ref.device),
                 image_mask=torch.zeros((0, h * w), dtype=torch.bool,
-                                       device=weight.device))
+                                       device=ref.device))
             heads.append(self.mim_head)
         if source != 'image':
             inputs['text_ids'] = torch.zeros(
